@@ -1,0 +1,166 @@
+"""The one seam: the Backend protocol, and `open_backend(url)` to pick an implementation.
+
+Core modules talk to storage only through this protocol; they never import redis or sqlite3.
+Each method's docstring states its guarantee. The invariant every write keeps: at every
+instant a unit is in exactly one visible place: a queue, the schedule, the retry set, the
+dead set, or the in-flight record of the server process working on it (its claimed units,
+and its staging record for units it is moving between places).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from difo.config import parse_url
+from difo.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A unit claimed into a process's in-flight record. `ref` names the record entry."""
+
+    ref: str
+    queue: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A unit in a process's staging record, on its way from a set or a dead process.
+
+    `started` is True when its last owner is known to have started running it, `counted`
+    False when it never could have (a promotion from the schedule): the poison-pill rule
+    reads both.
+    """
+
+    ref: str
+    queue: str
+    raw: bytes
+    owner: str
+    started: bool
+    counted: bool
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a staged unit goes: `queue` (pushed to the head, run last) or, with `front`,
+    to the end popped next; `dead` sends it to the dead set instead."""
+
+    ref: str
+    raw: bytes
+    queue: str = ""
+    front: bool = False
+    dead: bool = False
+
+
+@dataclass
+class ProcessBeat:
+    """What a heartbeat writes: Sidekiq's process record plus counts since the last beat."""
+
+    identity: str
+    info: bytes
+    busy: int
+    quiet: bool
+    rss_kb: int
+    concurrency: int
+    work: dict[str, bytes] = field(default_factory=dict)
+    processed: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class BeatReply:
+    """The backend's clock at the beat, and a signal sent to the process (TSTP, TERM) if any."""
+
+    time: float
+    signal: str | None
+
+
+class Backend(Protocol):
+    """Storage for units. Every method may raise BackendError (BackendUnavailable when the
+    store cannot be reached); no method leaves a unit in two places or in none."""
+
+    url: str
+    """The URL, password masked: safe to log."""
+
+    def ping(self) -> None:
+        """Round trip to the store; raise BackendUnavailable naming the URL when it fails."""
+
+    def warnings(self) -> list[str]:
+        """Problems a server should log at start (e.g. an evicting Redis)."""
+
+    def push(self, queue: str, payloads: Sequence[bytes]) -> None:
+        """Append units to `queue` atomically (all or none), registering the queue name and
+        waking an idle server. Units pushed in one call are run in the order given."""
+
+    def schedule(self, entries: Sequence[tuple[float, bytes]]) -> None:
+        """Add units to the schedule, each due at its epoch-seconds time. Atomic."""
+
+    def claim(
+        self, identity: str, queues: Sequence[str], count: int, acks: Sequence[str],
+        careful_acks: Sequence[str], first_seq: int,
+    ) -> list[Claimed]:
+        """Remove `acks` from the in-flight record, then move up to `count` units, oldest
+        first, from the queues in the given order into it; one atomic step. Entries are
+        numbered from `first_seq`, which the caller never reuses. Does not block."""
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        """Block up to `timeout` seconds for a wake-up pushed beside a new unit on `queues`.
+        True when woken; a unit pushed by a foreign client wakes nobody (hence the timeout)."""
+
+    def mark_started(self, identity: str, refs: Sequence[str]) -> None:
+        """Record that these claimed units started running (used for units that were already
+        orphaned once, so that a poison pill is told apart from units merely fetched)."""
+
+    def in_flight(self, identity: str) -> list[str]:
+        """The refs in this process's in-flight record (to reconcile after a lost reply)."""
+
+    def requeue(self, identity: str, units: Sequence[tuple[str, str]]) -> int:
+        """Put in-flight units (ref, queue) back at the end of their queues popped next, the
+        last given popped first; atomic. Returns how many were still in the record."""
+
+    def retry_later(self, identity: str, ref: str, raw: bytes, at: float) -> None:
+        """Move an in-flight unit to the retry set, due at `at`, as `raw`. Atomic."""
+
+    def kill(self, identity: str, ref: str, raw: bytes, *, staged: bool = False) -> None:
+        """Move an in-flight (or, with `staged`, a staging) unit to the dead set as `raw`,
+        trimming it to Sidekiq's limits (10,000 entries, 180 days). Atomic."""
+
+    def discard(self, identity: str, ref: str) -> None:
+        """Drop an in-flight unit that is neither to be retried nor kept (retry=False)."""
+
+    def stage_due(self, identity: str, limit: int) -> list[Staged]:
+        """Move up to `limit` units whose time has come (backend clock) from the schedule
+        and the retry set into this process's staging record. Atomic per set."""
+
+    def take_orphans(self, identity: str, dead_after: float) -> list[Staged]:
+        """Move the in-flight and staging records of every process that has not beaten for
+        `dead_after` seconds into this process's staging record, one process at a time,
+        under a lock so that one recovery runs at a time. A process that beats again before
+        its turn is left alone."""
+
+    def release(self, identity: str, placements: Sequence[Placement]) -> None:
+        """Move staged units to their queue (or the dead set), atomically."""
+
+    def beat(self, beat: ProcessBeat) -> BeatReply:
+        """Write the process record (Sidekiq's format), the busy workers, the counts (added
+        to the totals and today's), and the liveness beat; pop one pending signal."""
+
+    def forget_process(self, identity: str) -> None:
+        """A clean stop: remove the process from the registry and its liveness beat. Call
+        only when its in-flight and staging records are empty."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def open_backend(url: str) -> Backend:
+    """The backend for `url` (redis://, rediss://, unix://, sqlite:///)."""
+    parsed = parse_url(url)
+    if parsed.is_redis:
+        from difo.backends.redis import RedisBackend
+
+        return RedisBackend(parsed)
+    raise ConfigError(f"{parsed.masked}: the SQLite backend is not available yet; use redis://")

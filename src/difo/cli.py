@@ -1,0 +1,110 @@
+"""The `difo` command: run a server, enqueue a unit, and (later) inspect and manage queues.
+
+Every setting comes from the environment first (REDIS_URL, WORKERS, QUEUES, DIFO_*), and a
+flag overrides it. Errors are one line, naming the setting or URL at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from difo import __version__, config
+from difo.errors import ConfigError, DifoError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _url_option(fn: F) -> F:
+    return click.option(
+        "--url", help="Backend URL (default: DIFO_URL, then REDIS_URL, then "
+        "redis://localhost:6379/0).",
+    )(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="difo")
+def main() -> None:
+    """difo: distributed FIFOs, background processing in Sidekiq's Redis format."""
+
+
+@main.command()
+@_url_option
+@click.option("-w", "--workers", type=int, help="Worker threads (WORKERS, default 10).")
+@click.option("-q", "--queues", help='Queues in order, "critical default" or weighted '
+              '"critical:3 default:1" (QUEUES, default "default").')
+@click.option("-i", "--import", "imports", multiple=True, metavar="MODULE",
+              help="Module (and its submodules) whose functions units may call; repeatable "
+              "(DIFO_IMPORTS).")
+@click.option("-t", "--timeout", type=float,
+              help="Seconds running units get to finish at shutdown (DIFO_TIMEOUT, default 25).")
+@click.option("--log-format", type=click.Choice(config.LOG_FORMATS),
+              help="plain or json lines (DIFO_LOG_FORMAT).")
+@click.option("--log-level", type=click.Choice(config.LOG_LEVELS, case_sensitive=False),
+              help="DIFO_LOG_LEVEL, default INFO (one line per unit).")
+@click.option("--tag", help="A label shown with the process (DIFO_TAG).")
+@click.option("--dead-after", type=float,
+              help="Seconds without a beat before a server counts as dead and its units are "
+              "put back (DIFO_DEAD_AFTER, default 15).")
+@click.option("--heartbeat", type=float, help="Seconds between beats (DIFO_HEARTBEAT, default 5).")
+@click.option("--poll-interval", type=float,
+              help="Average seconds between scheduler polls (DIFO_POLL_INTERVAL, default 0.5).")
+@click.option("--prefetch", type=int,
+              help="Claimed units that may wait for a free worker (DIFO_PREFETCH, default "
+              "WORKERS).")
+def server(imports: tuple[str, ...], **flags: Any) -> None:
+    """Run a server: WORKERS workers over QUEUES until SIGTERM/SIGINT (twice: at once)."""
+    from difo import server as server_module
+
+    try:
+        settings = config.load(**flags)
+        server_module.start(imports=imports, settings=settings)
+    except DifoError as exc:
+        _fail(exc)
+
+
+@main.command()
+@_url_option
+@click.argument("function")
+@click.argument("args_json", default="[]")
+@click.option("-q", "--queue", default="default", show_default=True)
+@click.option("--in", "delay", type=float, help="Run after this many seconds.")
+def enqueue(url: str | None, function: str, args_json: str, queue: str,
+            delay: float | None) -> None:
+    """Enqueue FUNCTION (module:function) with ARGS_JSON, a JSON array: '[1, 2]'."""
+    from difo import unit
+    from difo.backends import open_backend
+
+    try:
+        settings = config.load(url=url)
+        args = json.loads(args_json)
+        if not isinstance(args, list):
+            raise ConfigError(f"ARGS_JSON must be a JSON array, e.g. '[1, 2]', not {args_json!r}")
+        if ":" not in function:
+            raise ConfigError(f"FUNCTION must be module:function, not {function!r}")
+        config.parse_queues(queue, "--queue")
+        backend = open_backend(settings.url)
+        if delay and delay > 0:
+            payload = unit.build(function, args, queue, enqueued=False)
+            backend.schedule([(unit.now() + delay, unit.encode(payload))])
+        else:
+            payload = unit.build(function, args, queue)
+            backend.push(queue, [unit.encode(payload)])
+        click.echo(payload["jid"])
+    except json.JSONDecodeError as exc:
+        _fail(ConfigError(f"ARGS_JSON is not JSON: {exc}"))
+    except DifoError as exc:
+        _fail(exc)
+
+
+def _fail(exc: DifoError) -> None:
+    click.echo(f"difo: {exc}", err=True)
+    sys.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,254 @@
+"""A unit on the wire: Sidekiq-format JSON, argument checks, ids and times. No I/O.
+
+A unit is one enqueued call: `{"class": "module:qualname", "args": [...], "jid": ...}` plus
+the fields Sidekiq writes (see SIDEKIQ_LAYOUT.md). Arguments are plain JSON only, checked
+before anything is written, so the arguments a unit runs with equal those it was given.
+Unknown payload fields are kept: a unit read and written again loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypedDict
+
+from difo.errors import ArgumentError, PayloadError
+
+JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
+Args = list[JSON]
+
+
+class Payload(TypedDict, total=False):
+    """The wire payload; every other field a payload carries is kept as it is."""
+
+    # `class` is a keyword, hence the functional fields are read with payload["class"].
+    args: Args
+    jid: str
+    queue: str
+    retry: bool | int
+    created_at: float
+    enqueued_at: float
+    retry_count: int
+    error_message: str
+    error_class: str
+    failed_at: float
+    retried_at: float
+    error_backtrace: str
+    backtrace: bool | int
+    dead: bool
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_loads = json.loads
+
+
+def new_jid() -> str:
+    """24 lowercase hex characters, as Sidekiq's SecureRandom.hex(12)."""
+    return os.urandom(12).hex()
+
+
+def now() -> float:
+    """Epoch seconds as a float: what every difo timestamp is."""
+    return time.time()
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, the form Sidekiq writes. NaN and Infinity are never written."""
+    try:
+        return _dumps(payload).encode()
+    except UnicodeEncodeError as exc:
+        raise ArgumentError(
+            f"a string in unit {payload.get('class')!r} holds a lone surrogate "
+            f"({exc.object[exc.start:exc.end]!r}) that UTF-8 cannot carry; clean the text first"
+        ) from None
+
+
+def build(
+    class_name: str,
+    args: Args,
+    queue: str,
+    options: dict[str, Any] | None = None,
+    *,
+    jid: str | None = None,
+    created_at: float | None = None,
+    enqueued: bool = True,
+) -> dict[str, Any]:
+    """A fresh payload. `enqueued` is False for scheduled units, which carry no enqueued_at."""
+    payload: dict[str, Any] = {"retry": True, "queue": queue}
+    if options:
+        payload.update(options)
+    payload["class"] = class_name
+    payload["args"] = args
+    payload["jid"] = jid or new_jid()
+    stamp = now() if created_at is None else created_at
+    payload["created_at"] = stamp
+    if enqueued:
+        payload["enqueued_at"] = stamp
+    return payload
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A decoded unit as a worker runs it; `payload` holds every field, known or not."""
+
+    jid: str
+    class_name: str
+    args: Args
+    queue: str
+    payload: dict[str, Any]
+
+    @property
+    def retry_count(self) -> int | None:
+        count = self.payload.get("retry_count")
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+    @property
+    def enqueued_at(self) -> float | None:
+        return seconds(self.payload.get("enqueued_at"))
+
+
+def decode(raw: bytes | str, queue: str = "") -> Unit:
+    """Parse a stored payload; raise PayloadError saying what is wrong with it."""
+    try:
+        payload = _loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"payload is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise PayloadError(f"payload is JSON {type(payload).__name__}, not an object")
+    class_name = payload.get("class")
+    if not isinstance(class_name, str) or not class_name:
+        raise PayloadError("payload has no 'class' string")
+    args = payload.get("args")
+    if not isinstance(args, list):
+        raise PayloadError("payload has no 'args' array")
+    jid = payload.get("jid")
+    if not isinstance(jid, str) or not jid:
+        jid = new_jid()
+        payload["jid"] = jid
+    unit_queue = payload.get("queue")
+    if not isinstance(unit_queue, str) or not unit_queue:
+        unit_queue = queue or "default"
+    return Unit(jid, class_name, args, unit_queue, payload)
+
+
+def seconds(value: object) -> float | None:
+    """A payload time as epoch seconds: floats are seconds, Sidekiq 8's integers milliseconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, int) and value > 100_000_000_000:
+        return value / 1000.0
+    return float(value)
+
+
+def wrap_invalid(raw: bytes | str, reason: str, queue: str) -> dict[str, Any]:
+    """A valid payload that carries an undecodable entry to the dead set, raw text kept."""
+    text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
+    stamp = now()
+    return {
+        "class": "difo:InvalidPayload",
+        "args": [],
+        "jid": new_jid(),
+        "queue": queue,
+        "retry": False,
+        "created_at": stamp,
+        "enqueued_at": stamp,
+        "failed_at": stamp,
+        "retry_count": 0,
+        "error_class": "difo.errors.PayloadError",
+        "error_message": reason,
+        "difo_raw": text[:1_000_000],
+    }
+
+
+# -- argument checks ---------------------------------------------------------------------
+
+_SCALARS = (str, int, bool, type(None))
+_ADVICE = {
+    "tuple": "Pass a list instead",
+    "set": "Pass sorted(...) as a list instead",
+    "frozenset": "Pass sorted(...) as a list instead",
+    "bytes": "Pass text (bytes.decode()) or base64 text instead",
+    "bytearray": "Pass text or base64 text instead",
+    "datetime": "Pass {name}.isoformat() or an epoch number instead",
+    "date": "Pass {name}.isoformat() instead",
+    "time": "Pass {name}.isoformat() instead",
+    "timedelta": "Pass {name}.total_seconds() instead",
+    "Decimal": "Pass str({name}) instead",
+    "UUID": "Pass str({name}) instead",
+    "Path": "Pass str({name}) instead",
+    "PosixPath": "Pass str({name}) instead",
+}
+
+
+def check_args(
+    function: str, args: Sequence[object], names: Callable[[], Sequence[str]] | None = None
+) -> Args:
+    """Return `args` as a JSON list, or raise ArgumentError naming the first bad value.
+
+    The message names the function, the argument's position (1-based) and parameter name,
+    the key path inside it, the type, and what to pass instead.
+    """
+    checked = list(args)
+    for index, value in enumerate(checked):
+        if type(value) in _SCALARS:
+            continue
+        problem = _find_problem(value, "")
+        if problem is not None:
+            path, kind, detail = problem
+            known = names() if names is not None else ()
+            name = known[index] if index < len(known) else ""
+            raise ArgumentError(_argument_message(function, index, name, path, kind, detail))
+    return checked  # type: ignore[return-value]
+
+
+def _find_problem(value: object, path: str) -> tuple[str, str, str] | None:
+    """(key path, type name, detail) of the first value that is not plain JSON, or None."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return None
+    if kind is float and isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return path, "float", f"{value!r}, which JSON cannot carry"
+    if kind is list and isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = _find_problem(item, f"{path}[{index}]")
+            if problem is not None:
+                return problem
+        return None
+    if kind is dict and isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str:
+                return f"{path}", "dict", f"key {key!r} is a {type(key).__name__}, not a str"
+            problem = _find_problem(item, f"{path}[{key!r}]")
+            if problem is not None:
+                return problem
+        return None
+    return path, kind.__name__, ""
+
+
+def _argument_message(
+    function: str, index: int, name: str, path: str, kind: str, detail: str
+) -> str:
+    where = f"argument {index + 1}" + (f' ("{name}")' if name else "")
+    if path:
+        where += f" at {path}"
+    label = name + path if name else f"argument {index + 1}"
+    if detail:
+        what = f"is a {kind}: {detail}" if kind != "dict" else f"is a dict whose {detail}"
+    else:
+        what = f"is a {kind}"
+    advice = _ADVICE.get(kind, "Pass plain data (an id, a string, a number) instead")
+    if kind == "float":
+        advice = "Pass a finite number or None instead"
+    elif kind == "dict":
+        advice = "Use str keys instead"
+    return (
+        f"{function} {where} {what}; units carry JSON only "
+        f"(str, int, float, bool, None, list, dict with str keys). "
+        f"{advice.format(name=label)}."
+    )

@@ -1,0 +1,263 @@
+"""Workers: threads that each run one unit at a time, and the steps of running one.
+
+A worker takes a claimed unit from the fetcher's inbox and runs it through named steps:
+decode, resolve (the allow rule), run (through the user's server middleware), then settle:
+a success is acked in the fetcher's next batch; a failure is retried, killed or dropped
+(retry.py decides) by moving it out of the in-flight record at once. Counts are kept per
+worker, written by that worker only, and summed by the heartbeat: no lock on the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from queue import SimpleQueue
+from typing import Any
+
+from difo import retry, unit
+from difo.backends import Backend, Claimed
+from difo.errors import BackendError, PayloadError, UnitRefused
+from difo.registry import FunctionMissing, Resolver
+
+log = logging.getLogger("difo.unit")
+
+# What a worker tells the fetcher about a unit it finished with.
+SETTLED = 0  # already moved out of the in-flight record (retry, dead, dropped)
+ACK = 1  # remove it from the in-flight record with the next claim
+CAREFUL_ACK = 2  # the same, and forget its "started" mark
+KEEP = 3  # could not be settled (backend gone while stopping): leave it to be requeued
+
+Middleware = Callable[[unit.Unit, Callable[[], Any]], Any]
+FailureHook = Callable[[BaseException, "Current"], Any]
+
+_server_middleware: list[Middleware] = []
+_failure_hooks: list[FailureHook] = []
+_context = threading.local()
+
+
+@dataclass(frozen=True)
+class Current:
+    """The unit the calling thread is running: `difo.current()` inside a unit."""
+
+    jid: str
+    queue: str
+    function: str
+    args: unit.Args
+    retry_count: int | None
+    enqueued_at: float | None
+
+
+def current() -> Current | None:
+    """The running unit's context, or None outside a unit."""
+    running: unit.Unit | None = getattr(_context, "unit", None)
+    if running is None:
+        return None
+    return Current(running.jid, running.queue, running.class_name, running.args,
+                   running.retry_count, running.enqueued_at)
+
+
+def on_failure(hook: FailureHook) -> FailureHook:
+    """Call `hook(exc, current)` whenever a unit raises (Sentry and the like); a decorator."""
+    _failure_hooks.append(hook)
+    return hook
+
+
+def server_middleware(middleware: Middleware) -> Middleware:
+    """Wrap every unit run: `middleware(unit, call_next)` must call `call_next()`."""
+    _server_middleware.append(middleware)
+    return middleware
+
+
+class WorkerState:
+    """One worker's counters and current unit; written by that worker only."""
+
+    __slots__ = ("current", "failed", "index", "processed", "started_at", "tid")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.tid = ""
+        self.processed = 0
+        self.failed = 0
+        self.current: tuple[str, bytes] | None = None  # (queue, raw payload)
+        self.started_at = 0.0
+
+
+class Runner:
+    """Runs one claimed unit to its end; shared by every worker of a server."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        identity: str,
+        resolver: Resolver,
+        done: deque[tuple[str, int]],
+        stopping: threading.Event,
+    ) -> None:
+        self.backend = backend
+        self.identity = identity
+        self.resolver = resolver
+        self.done = done
+        self.stopping = stopping
+        self.log_units = log.isEnabledFor(logging.INFO)
+
+    def run(self, claimed: Claimed, state: WorkerState) -> None:
+        started = time.perf_counter()
+        state.current = (claimed.queue, claimed.raw)
+        state.started_at = time.time()
+        try:
+            current = unit.decode(claimed.raw, claimed.queue)
+        except PayloadError as exc:
+            self._finish(state, claimed, None, "dead", started, self._kill_invalid(claimed, exc))
+            return
+        careful = _orphaned(current.payload) > 0
+        if careful:
+            self._settle(lambda: self.backend.mark_started(self.identity, [claimed.ref]))
+        outcome, kind = "done", (CAREFUL_ACK if careful else ACK)
+        _context.unit = current
+        try:
+            fn = self.resolver.resolve(current.class_name)
+            if _server_middleware:
+                _through_middleware(current, fn)
+            else:
+                fn(*current.args)
+        except UnitRefused as exc:
+            outcome, kind = "dead", self._refuse(claimed, current, exc)
+        except Exception as exc:
+            outcome, kind = self._fail(claimed, current, exc)
+        finally:
+            _context.unit = None
+        self._finish(state, claimed, current, outcome, started, kind)
+
+    def _finish(
+        self, state: WorkerState, claimed: Claimed, current: unit.Unit | None,
+        outcome: str, started: float, kind: int,
+    ) -> None:
+        state.current = None
+        state.processed += 1
+        if outcome != "done":
+            state.failed += 1
+        self.done.append((claimed.ref, kind))
+        if self.log_units:
+            elapsed = (time.perf_counter() - started) * 1000
+            name = current.class_name if current else "?"
+            jid = current.jid if current else "-"
+            log.info(
+                "%s %s queue=%s %.2f ms %s", jid, name, claimed.queue, elapsed, outcome,
+                extra={"difo": {"jid": jid, "function": name, "queue": claimed.queue,
+                                "duration_ms": round(elapsed, 3), "outcome": outcome}},
+            )
+
+    # -- failures ----------------------------------------------------------------------------
+
+    def _fail(self, claimed: Claimed, current: unit.Unit, exc: Exception) -> tuple[str, int]:
+        fn = self.resolver.cached(current.class_name)
+        retry_in = getattr(fn, "retry_in", None)
+        decision = retry.decide(current.payload, exc, unit.now(), retry_in)
+        _call_failure_hooks(exc, current)
+        if isinstance(exc, FunctionMissing):
+            log.warning("%s %s: %s", current.jid, current.class_name, exc)
+        else:
+            log.warning("%s %s failed: %s: %s", current.jid, current.class_name,
+                        decision.payload["error_class"], decision.payload["error_message"],
+                        exc_info=log.isEnabledFor(logging.DEBUG))
+        raw = unit.encode(decision.payload)
+        ref = claimed.ref
+        if decision.action == "retry":
+            kind = self._settle(lambda: self.backend.retry_later(self.identity, ref, raw,
+                                                                 decision.at))
+            return "retry", kind
+        if decision.action == "dead":
+            return "dead", self._settle(lambda: self.backend.kill(self.identity, ref, raw))
+        return "fail", self._settle(lambda: self.backend.discard(self.identity, ref))
+
+    def _refuse(self, claimed: Claimed, current: unit.Unit, exc: UnitRefused) -> int:
+        failed = retry.decide(current.payload, exc, unit.now()).payload
+        failed["retry"] = False
+        _call_failure_hooks(exc, current)
+        log.error("%s refused: %s", current.jid, exc)
+        raw = unit.encode(failed)
+        return self._settle(lambda: self.backend.kill(self.identity, claimed.ref, raw))
+
+    def _kill_invalid(self, claimed: Claimed, exc: PayloadError) -> int:
+        wrapped = unit.wrap_invalid(claimed.raw, f"{exc} (found in queue {claimed.queue!r})",
+                                    claimed.queue)
+        log.error("invalid payload in queue %s moved to dead: %s", claimed.queue, exc)
+        raw = unit.encode(wrapped)
+        return self._settle(lambda: self.backend.kill(self.identity, claimed.ref, raw))
+
+    def _settle(self, write: Callable[[], object]) -> int:
+        """Run a backend write until it succeeds; KEEP if the server stops first."""
+        delay = 0.05
+        while True:
+            try:
+                write()
+                return SETTLED
+            except BackendError as exc:
+                if self.stopping.is_set():
+                    log.error("could not settle a unit while stopping: %s", exc)
+                    return KEEP
+                log.warning("%s; retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def work(
+    inbox: SimpleQueue[Claimed | None],
+    runner: Runner,
+    state: WorkerState,
+    low_water: int,
+    running_low: Callable[[], None],
+) -> None:
+    """A worker thread's loop: run units from the inbox until it hands over None, telling
+    the fetcher when the inbox runs low."""
+    state.tid = _base36(threading.get_ident())
+    while True:
+        claimed = inbox.get()
+        if claimed is None:
+            return
+        if inbox.qsize() <= low_water:
+            running_low()
+        try:
+            runner.run(claimed, state)
+        except Exception:  # a bug of ours must not kill the worker: log and keep serving
+            log.exception("worker %d failed on a unit in %s", state.index, claimed.queue)
+            runner.done.append((claimed.ref, KEEP))
+
+
+def _through_middleware(current: unit.Unit, fn: Callable[..., Any]) -> Any:
+    def call(position: int) -> Any:
+        if position == len(_server_middleware):
+            return fn(*current.args)
+        return _server_middleware[position](current, lambda: call(position + 1))
+
+    return call(0)
+
+
+def _call_failure_hooks(exc: BaseException, current: unit.Unit) -> None:
+    if not _failure_hooks:
+        return
+    context = Current(current.jid, current.queue, current.class_name, current.args,
+                      current.retry_count, current.enqueued_at)
+    for hook in list(_failure_hooks):
+        try:
+            hook(exc, context)
+        except Exception:
+            log.exception("failure hook %r raised", hook)
+
+
+def _orphaned(payload: dict[str, Any]) -> int:
+    count = payload.get("difo_orphaned", 0)
+    return count if isinstance(count, int) else 0
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while number:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+    return out or "0"
