@@ -1,7 +1,9 @@
-"""The `difo` command: run a server, enqueue a unit, and (later) inspect and manage queues.
+"""The `difo` command: run a server, enqueue a unit, inspect and manage queues and sets.
 
 Every setting comes from the environment first (REDIS_URL, WORKERS, QUEUES, DIFO_*), and a
-flag overrides it. Errors are one line, naming the setting or URL at fault.
+flag overrides it. Errors are one line, naming the setting or URL at fault. This module holds
+the group, `server` and `enqueue`; the other commands live beside it, one module per topic,
+and read through `difo.api`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from difo.errors import ConfigError, DifoError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _url_option(fn: F) -> F:
+def url_option(fn: F) -> F:
     return click.option(
         "--url", help="Backend URL (default: DIFO_URL, then REDIS_URL, then "
         "redis://localhost:6379/0).",
@@ -33,7 +35,7 @@ def main() -> None:
 
 
 @main.command()
-@_url_option
+@url_option
 @click.option("-w", "--workers", type=int, help="Worker threads (WORKERS, default 10).")
 @click.option("-q", "--queues", help='Queues in order, "critical default" or weighted '
               '"critical:3 default:1" (QUEUES, default "default").')
@@ -64,11 +66,11 @@ def server(imports: tuple[str, ...], **flags: Any) -> None:
         settings = config.load(**flags)
         server_module.start(imports=imports, settings=settings)
     except DifoError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @main.command()
-@_url_option
+@url_option
 @click.argument("function")
 @click.argument("args_json", default="[]")
 @click.option("-q", "--queue", default="default", show_default=True)
@@ -96,15 +98,14 @@ def enqueue(url: str | None, function: str, args_json: str, queue: str,
             backend.push(queue, [unit.encode(payload)])
         click.echo(payload["jid"])
     except json.JSONDecodeError as exc:
-        _fail(ConfigError(f"ARGS_JSON is not JSON: {exc}"))
+        fail(ConfigError(f"ARGS_JSON is not JSON: {exc}"))
     except DifoError as exc:
-        _fail(exc)
+        fail(exc)
 
 
-def _fail(exc: DifoError) -> None:
+def fail(exc: DifoError) -> None:
+    """Print a one-line error and exit: 2 for bad configuration, 1 otherwise."""
     click.echo(f"difo: {exc}", err=True)
     sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,5 @@
+"""`python -m difo.cli` is the `difo` command."""
+
+from difo.cli import main
+
+main()
