@@ -152,6 +152,61 @@ class Backend(Protocol):
         """A clean stop: remove the process from the registry and its liveness beat. Call
         only when its in-flight and staging records are empty."""
 
+    # -- periodic units ----------------------------------------------------------------------
+
+    def fire_periodic(self, name: str, tick: float, queue: str, raw: bytes) -> bool:
+        """Push `raw` onto `queue` unless periodic `name` already fired for `tick` or a later
+        tick; atomic, so however many servers try, one unit is pushed per tick."""
+
+    def periodic_ticks(self) -> dict[str, float]:
+        """The last tick fired per periodic name."""
+
+    # -- the read and manage side (difo.api); every move is atomic --------------------------
+
+    def queue_names(self) -> list[str]:
+        """Known queue names (Sidekiq's `queues` set), sorted."""
+
+    def queue_sizes(self, names: Sequence[str]) -> dict[str, int]:
+        """Units waiting in each queue."""
+
+    def queue_range(self, name: str, start: int, stop: int) -> list[bytes]:
+        """Payloads by position, 0 the newest (the head); -1 is the oldest, popped next."""
+
+    def queue_remove(self, name: str, raw: bytes) -> bool:
+        """Delete one waiting unit, matched by its exact stored bytes."""
+
+    def queue_clear(self, name: str) -> int:
+        """Delete a queue and forget its name; return how many units it held."""
+
+    def set_size(self, name: str) -> int:
+        """Entries in a sorted set: `schedule`, `retry` or `dead`."""
+
+    def set_range(
+        self, name: str, start: int, stop: int, newest_first: bool
+    ) -> list[tuple[bytes, float]]:
+        """(payload, score) by rank, lowest score first unless `newest_first`."""
+
+    def set_at_score(self, name: str, score: float) -> list[tuple[bytes, float]]:
+        """Entries with exactly this score (how Sidekiq's Web finds an entry)."""
+
+    def set_scan(self, name: str, match: str) -> list[tuple[bytes, float]]:
+        """Entries whose payload matches a glob pattern (a jid search)."""
+
+    def set_remove(self, name: str, raw: bytes) -> bool:
+        """Delete one entry by its exact stored bytes."""
+
+    def set_clear(self, name: str) -> int:
+        """Delete every entry; return how many there were."""
+
+    def set_to_queue(self, name: str, raw: bytes, queue: str, new_raw: bytes) -> bool:
+        """Move an entry onto the head of `queue` as `new_raw`; False if it was gone."""
+
+    def set_to_dead(self, name: str, raw: bytes, new_raw: bytes) -> bool:
+        """Move an entry to the dead set as `new_raw` (trimmed); False if it was gone."""
+
+    def set_add(self, name: str, score: float, raw: bytes) -> None:
+        """Add an entry to a sorted set (tests and tools; units normally arrive by moves)."""
+
     def close(self) -> None:
         """Release connections."""
 

@@ -273,6 +273,102 @@ class RedisBackend:
             pipe.unlink(*keys.work(identity))
             pipe.execute()
 
+    # -- periodic units ----------------------------------------------------------------------
+
+    def fire_periodic(self, name: str, tick: float, queue: str, raw: bytes) -> bool:
+        keys_ = (keys.PERIODIC, keys.QUEUES, keys.queue(queue), keys.wake(queue))
+        return bool(self._run("fire_periodic", keys_, (name, repr(float(tick)), queue, raw)))
+
+    def periodic_ticks(self) -> dict[str, float]:
+        with self._errors():
+            ticks = cast(dict[bytes, bytes], self.client.hgetall(keys.PERIODIC))
+        return {name.decode(): float(tick) for name, tick in ticks.items()}
+
+    # -- the read and manage side (difo.api) -------------------------------------------------
+
+    def queue_names(self) -> list[str]:
+        with self._errors():
+            names = cast(set[bytes], self.client.smembers(keys.QUEUES))
+        return sorted(name.decode() for name in names)
+
+    def queue_sizes(self, names: Sequence[str]) -> dict[str, int]:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.llen(keys.queue(name))
+            sizes = pipe.execute()
+        return dict(zip(names, (int(size) for size in sizes), strict=True))
+
+    def queue_range(self, name: str, start: int, stop: int) -> list[bytes]:
+        with self._errors():
+            return cast(list[bytes], self.client.lrange(keys.queue(name), start, stop))
+
+    def queue_remove(self, name: str, raw: bytes) -> bool:
+        with self._errors():
+            return int(self.client.lrem(keys.queue(name), 1, raw)) > 0  # type: ignore[arg-type]
+
+    def queue_clear(self, name: str) -> int:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.llen(keys.queue(name))
+            pipe.unlink(keys.queue(name))
+            pipe.srem(keys.QUEUES, name)
+            size = pipe.execute()[0]
+        return int(size)
+
+    def set_size(self, name: str) -> int:
+        with self._errors():
+            return int(self.client.zcard(_sorted_set(name)))
+
+    def set_range(
+        self, name: str, start: int, stop: int, newest_first: bool
+    ) -> list[tuple[bytes, float]]:
+        with self._errors():
+            entries = self.client.zrange(_sorted_set(name), start, stop, desc=newest_first,
+                                         withscores=True)
+        return [(raw, float(score)) for raw, score in cast(list[tuple[bytes, float]], entries)]
+
+    def set_at_score(self, name: str, score: float) -> list[tuple[bytes, float]]:
+        with self._errors():
+            entries = self.client.zrangebyscore(_sorted_set(name), score, score, withscores=True)
+        return [(raw, float(s)) for raw, s in cast(list[tuple[bytes, float]], entries)]
+
+    def set_scan(self, name: str, match: str) -> list[tuple[bytes, float]]:
+        with self._errors():
+            found = self.client.zscan_iter(_sorted_set(name), match=match, count=1000)
+            return [(raw, float(score)) for raw, score in found]
+
+    def set_remove(self, name: str, raw: bytes) -> bool:
+        with self._errors():
+            return int(self.client.zrem(_sorted_set(name), raw)) > 0
+
+    def set_clear(self, name: str) -> int:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.zcard(_sorted_set(name))
+            pipe.unlink(_sorted_set(name))
+            size = pipe.execute()[0]
+        return int(size)
+
+    def set_to_queue(self, name: str, raw: bytes, queue: str, new_raw: bytes) -> bool:
+        keys_ = (_sorted_set(name), keys.QUEUES, keys.queue(queue), keys.wake(queue))
+        return bool(self._run("move_to_queue", keys_, (raw, queue, new_raw)))
+
+    def set_to_dead(self, name: str, raw: bytes, new_raw: bytes) -> bool:
+        keys_ = (_sorted_set(name), keys.DEAD)
+        return bool(self._run("move_to_dead", keys_,
+                              (raw, new_raw, keys.DEAD_MAX, keys.DEAD_TIMEOUT)))
+
+    def set_add(self, name: str, score: float, raw: bytes) -> None:
+        with self._errors():
+            self.client.zadd(_sorted_set(name), {raw: score})
+
+
+def _sorted_set(name: str) -> str:
+    if name not in keys.SORTED_SETS:
+        raise ValueError(f"{name!r} is not one of {keys.SORTED_SETS}")
+    return name
+
 
 def _staged(ref: str, raw: bytes) -> Staged:
     """Read a staging ref `<flag>|<owner>|<inner ref>`; `<inner>` is `<seq>:<queue>`."""

@@ -28,6 +28,8 @@ PROCESS_TTL = 60
 # difo's own records.
 BEATS = "difo:beats"  # zset: identity -> Redis TIME of its last beat
 RECOVERY_LOCK = "difo:recovery-lock"
+PERIODIC = "difo:periodic"  # hash: periodic unit name -> last tick fired (epoch seconds)
+SORTED_SETS = (SCHEDULE, RETRY, DEAD)
 
 
 def queue(name: str) -> str:

@@ -10,6 +10,7 @@ import redis
 SCRIPT_NAMES = (
     "push", "claim", "requeue", "retry", "kill", "discard",
     "stage_due", "take_orphans", "release", "beat",
+    "move_to_queue", "move_to_dead", "fire_periodic",
 )
 
 

@@ -1,0 +1,43 @@
+"""The read and manage API: what the CLI and the dashboard show, and what they change.
+
+    from difo.api import Queue, ScheduledSet, RetrySet, DeadSet, find
+    Queue("default").size, Queue("default").latency()
+    RetrySet().retry_all()
+    find(jid)            # wherever the unit waits
+
+Every class takes `backend=` (a Backend or a URL); by default it reads the backend the
+process's client uses (DIFO_URL / REDIS_URL).
+"""
+
+from __future__ import annotations
+
+from difo.api.entries import Entry
+from difo.api.queues import Queue, QueueEntry
+from difo.api.sets import DeadSet, RetrySet, ScheduledSet, SetEntry, SortedSet
+from difo.backends import Backend
+
+
+def find(jid: str, *, backend: Backend | str | None = None) -> Entry | None:
+    """The unit with this jid in any queue, the schedule, the retry set or the dead set."""
+    for queue in Queue.all(backend=backend):
+        entry = queue.find(jid)
+        if entry is not None:
+            return entry
+    for kind in (ScheduledSet, RetrySet, DeadSet):
+        found = kind(backend=backend).find(jid)
+        if found is not None:
+            return found
+    return None
+
+
+__all__ = [
+    "DeadSet",
+    "Entry",
+    "Queue",
+    "QueueEntry",
+    "RetrySet",
+    "ScheduledSet",
+    "SetEntry",
+    "SortedSet",
+    "find",
+]
