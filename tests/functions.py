@@ -71,3 +71,31 @@ def _private_helper() -> None:
 
 
 not_a_function = 42
+
+
+@difo.job(retry=2, retry_in=lambda count, exc: 0.2, backtrace=True)
+def flaky(tag: str) -> None:
+    """Fails every time, retried twice 0.2 s apart, then dead."""
+    results().rpush(f"results:{tag}", "try")
+    raise RuntimeError(f"flaky {tag}")
+
+
+@difo.job(retry=False)
+def fail_no_retry(tag: str) -> None:
+    results().rpush(f"results:{tag}", "try")
+    raise RuntimeError("no retry")
+
+
+@difo.job(retry=1, dead=False, retry_in=lambda count, exc: 0.1)
+def fail_no_dead(tag: str) -> None:
+    results().rpush(f"results:{tag}", "try")
+    raise RuntimeError("no dead")
+
+
+@difo.job(retry=0)
+def fail_straight_to_dead(tag: str) -> None:
+    raise RuntimeError("dead at once")
+
+
+def missing_then_present(tag: str) -> None:
+    results().rpush(f"results:{tag}", "ran")

@@ -30,6 +30,7 @@ from difo.errors import (
     FunctionError,
 )
 from difo.job import JobFunction, job
+from difo.periodic import periodic
 from difo.worker import Current, current, on_failure, server_middleware
 
 
@@ -84,5 +85,6 @@ __all__ = [
     "perform_bulk",
     "perform_in",
     "perform_on",
+    "periodic",
     "server_middleware",
 ]

@@ -2,9 +2,11 @@
 
 Sidekiq's rules (job_retry.rb): `retry: true` allows 25 retries, an integer N allows N,
 `0` sends the unit to dead on its first failure and `false` drops it (counted as failed,
-nothing kept). The delay before retry `count` (0-based) is `count**4 + 15` seconds, or the
-job's `retry_in(count, exc)`, plus `rand(10) * (count + 1)` seconds of jitter. Exhausted
-units go to dead unless the payload says `dead: false`.
+nothing kept). The delay before retry `count` (0-based) is `count**4 + 15` seconds plus
+`rand(10) * (count + 1)` seconds of jitter, or exactly what the job's `retry_in(count, exc)`
+returns when that is a positive number (unlike Sidekiq, no jitter is added to it: a custom
+delay is the user's to shape). Exhausted units go to dead unless the payload says
+`dead: false`.
 """
 
 from __future__ import annotations
@@ -49,12 +51,11 @@ def delay(
     randrange: Callable[[int], int] = random.randrange,
 ) -> float:
     """Seconds before retry number `count` (0 for the first retry), jitter included."""
-    base: float = count**4 + 15
     if retry_in is not None and exc is not None:
         custom = retry_in(count, exc)
         if custom is not None and custom > 0:
-            base = float(custom)
-    return base + randrange(10) * (count + 1)
+            return float(custom)
+    return count**4 + 15 + randrange(10) * (count + 1)
 
 
 def decide(

@@ -1,4 +1,5 @@
-"""The scheduler: moves scheduled and retry units whose time has come onto their queues.
+"""The scheduler: moves scheduled and retry units whose time has come onto their queues,
+and fires the ticks of periodic units (periodic.py).
 
 A backend script moves due units into this process's staging record (atomically, so two
 servers never enqueue one unit twice); Python sets `enqueued_at`, as Sidekiq does on every
@@ -15,6 +16,7 @@ import threading
 from difo import unit
 from difo.backends import Backend, Placement, Staged
 from difo.errors import BackendError, PayloadError
+from difo.periodic import Firing
 
 log = logging.getLogger("difo.scheduler")
 
@@ -28,10 +30,11 @@ class Scheduler:
         self.backend = backend
         self.identity = identity
         self.interval = interval
+        self.firing = Firing(backend, unit.now())
 
-    def step(self) -> int:
-        """Promote everything due now; return how many units moved."""
-        moved = 0
+    def step(self, now: float | None = None) -> int:
+        """Fire periodic ticks and promote everything due; return how many units moved."""
+        moved = self.firing.step(unit.now() if now is None else now)
         while True:
             staged = self.backend.stage_due(self.identity, BATCH)
             if not staged:

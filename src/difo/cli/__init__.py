@@ -109,3 +109,7 @@ def fail(exc: DifoError) -> None:
     sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
 
+
+
+# The other commands register themselves on `main`.
+from difo.cli import sets  # noqa: E402, F401

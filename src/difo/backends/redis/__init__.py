@@ -179,13 +179,11 @@ class RedisBackend:
     # -- moving units between places -------------------------------------------------------
 
     def stage_due(self, identity: str, limit: int) -> list[Staged]:
-        staged: list[Staged] = []
-        for zset in (keys.RETRY, keys.SCHEDULE):
-            prefix = f"p|{identity}|{zset[0]}{next(self._stage_seq)}."
-            reply = self._run("stage_due", (zset, keys.staging(identity)), (limit, prefix))
-            for ref, raw in zip(reply[::2], reply[1::2], strict=False):
-                staged.append(_staged(ref.decode(), raw))
-        return staged
+        prefix = f"p|{identity}|{next(self._stage_seq)}."
+        keys_ = (keys.staging(identity), keys.RETRY, keys.SCHEDULE)
+        reply = self._run("stage_due", keys_, (limit, prefix))
+        return [_staged(ref.decode(), raw) for ref, raw in zip(reply[::2], reply[1::2],
+                                                                strict=True)]
 
     def take_orphans(self, identity: str, dead_after: float) -> list[Staged]:
         client = self.client
