@@ -14,10 +14,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
+import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-import redis
 from difo.backends import BeatReply, Claimed, Placement, ProcessBeat, Staged
 from difo.backends.redis import keys, scripts
 from difo.config import BackendURL
