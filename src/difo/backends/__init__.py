@@ -218,4 +218,8 @@ def open_backend(url: str) -> Backend:
         from difo.backends.redis import RedisBackend
 
         return RedisBackend(parsed)
-    raise ConfigError(f"{parsed.masked}: the SQLite backend is not available yet; use redis://")
+    if parsed.scheme == "sqlite":
+        from difo.backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend(parsed)
+    raise ConfigError(f"{parsed.masked}: no backend for this URL")
