@@ -52,7 +52,7 @@ class Client:
         """Enqueue one unit now; return its jid."""
         name, options, default_queue = self._describe(fn)
         checked = unit.check_args(name, args, _names_of(fn))
-        target = queue or default_queue
+        target = config.check_queue_name(default_queue if queue is None else queue)
         payload = unit.build(name, checked, target, options)
         self.backend.push(target, [unit.encode(payload)])
         return str(payload["jid"])
@@ -63,7 +63,7 @@ class Client:
         """Enqueue one unit due at epoch seconds `when` (now, if that has passed)."""
         name, options, default_queue = self._describe(fn)
         checked = unit.check_args(name, args, _names_of(fn))
-        target = queue or default_queue
+        target = config.check_queue_name(default_queue if queue is None else queue)
         if when <= unit.now():
             payload = unit.build(name, checked, target, options)
             self.backend.push(target, [unit.encode(payload)])
@@ -84,7 +84,7 @@ class Client:
         says how many).
         """
         name, options, default_queue = self._describe(fn)
-        target = queue or default_queue
+        target = config.check_queue_name(default_queue if queue is None else queue)
         names = _names_of(fn)
         if isinstance(args_list, Sequence):
             checked_all = [self._check_bulk(name, args, names, i) for i, args in
@@ -105,6 +105,8 @@ class Client:
                 try:
                     self.backend.push(target, encoded)
                 except BackendError as exc:
+                    if not jids:
+                        raise  # nothing written: the plain error (BackendUnavailable) says it
                     raise BulkWriteError(
                         f"perform_bulk of {name} stopped after {len(jids)} units: {exc}",
                         written=len(jids),

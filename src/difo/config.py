@@ -142,13 +142,26 @@ def parse_queues(text: str, setting: str = "QUEUES") -> tuple[tuple[QueueSpec, .
     return tuple(specs), weighted
 
 
+def check_queue_name(name: str, setting: str = "queue") -> str:
+    """`name`, if QUEUES could name it (else no server could ever serve it); or ConfigError."""
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+        raise ConfigError(
+            f"{setting}: {name!r} is not a queue name; use letters, digits and _ : . -"
+        )
+    return name
+
+
 def parse_url(url: str, setting: str = "url") -> BackendURL:
     """Parse a backend URL, reading `redis://secret@host` as a password (the original design)."""
+    # urllib's messages may quote part of the password (a bad "port"), so none are shown.
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"{setting}: cannot parse {mask_url(url)!r}: {exc}") from None
+    except ValueError:
+        raise ConfigError(
+            f"{setting}: cannot parse {mask_url(url)!r} as redis://[[user:]password@]host"
+            "[:port][/db]; percent-encode / ? # @ in a password"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in URL_SCHEMES:
         raise ConfigError(
@@ -172,6 +185,11 @@ def parse_url(url: str, setting: str = "url") -> BackendURL:
         )
     if not parts.hostname:
         raise ConfigError(f"{setting}: {mask_url(url)!r} names no host")
+    if "@" in parts.path + parts.fragment:
+        # A password holding an unencoded / or # would otherwise name the wrong host.
+        raise ConfigError(
+            f"{setting}: cannot parse {mask_url(url)!r}; percent-encode / ? # @ in a password"
+        )
     db_text = parts.path.lstrip("/") or "0"
     return BackendURL(
         scheme, host=parts.hostname, port=port or 6379, db=_db(db_text, url, setting),
@@ -180,16 +198,18 @@ def parse_url(url: str, setting: str = "url") -> BackendURL:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by `***`, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"//[^@/]*@", "//***@", url)
-    if "@" not in parts.netloc:
+    """The URL with any password replaced by `***`, for messages and logs.
+
+    The user info runs to the last `@`, so a password holding an unencoded / ? # or @ is
+    hidden too (at worst a little more than the password is masked).
+    """
+    head, sep, rest = url.partition("//")
+    if not sep or rest.startswith("/") or "@" not in rest:
         return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0] + ":" if ":" in userinfo else ""
-    return parts._replace(netloc=f"{user}***@{hostport}").geturl()
+    userinfo, _, hostpart = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    keep = f"{user}:" if colon and not any(c in user for c in "/?#") else ""
+    return f"{head}//{keep}***@{hostpart}"
 
 
 def _userinfo(netloc: str) -> tuple[str | None, str | None]:
@@ -203,7 +223,7 @@ def _userinfo(netloc: str) -> tuple[str | None, str | None]:
 
 
 def _db(text: str, url: str, setting: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ConfigError(f"{setting}: {mask_url(url)!r} has database {text!r}; expected a number")
     return int(text)
 

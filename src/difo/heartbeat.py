@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from difo import __version__, unit
+from difo import __version__, stats, unit
 from difo.backends import Backend, Placement, ProcessBeat, Staged
 from difo.config import Settings
 from difo.errors import BackendError, PayloadError
@@ -46,6 +46,7 @@ class Heartbeat:
         states: Sequence[WorkerState],
         on_signal: Callable[[str], None],
         is_quiet: Callable[[], bool],
+        is_stopping: Callable[[], bool] | None = None,
     ) -> None:
         self.backend = backend
         self.identity = identity
@@ -53,18 +54,22 @@ class Heartbeat:
         self.states = states
         self.on_signal = on_signal
         self.is_quiet = is_quiet
+        self.is_stopping = is_stopping or (lambda: False)
         self.started_at = time.time()
         self.info = self._info()
         self._flushed_processed = 0
         self._flushed_failed = 0
+        self._flushed_functions: dict[str, list[float]] = {}
         self._last_success: float | None = None
         self._healthy = False
+        self.unreleased: list[Placement] = []  # orphans taken whose release failed
 
     def step(self, final: bool = False) -> bool:
         """One beat; True when it reached the backend. Recovers orphans when healthy, unless
         `final` (the beat that flushes the last counts at shutdown)."""
         processed = sum(state.processed for state in self.states)
         failed = sum(state.failed for state in self.states)
+        functions = stats.totals(state.functions for state in self.states)
         work = {}
         for state in self.states:
             current = state.current
@@ -80,6 +85,8 @@ class Heartbeat:
             rss_kb=rss_kb(), concurrency=self.settings.workers, work=work,
             processed=processed - self._flushed_processed,
             failed=failed - self._flushed_failed,
+            stopping=self.is_stopping(),
+            functions=stats.since(functions, self._flushed_functions), minute=stats.minute(),
         )
         try:
             reply = self.backend.beat(beat)
@@ -88,6 +95,7 @@ class Heartbeat:
             self._healthy = False
             return False
         self._flushed_processed, self._flushed_failed = processed, failed
+        self._flushed_functions = functions
         now = time.monotonic()
         # After a stall every server looks dead at once: recover only on steady beats.
         steady = (self._last_success is not None
@@ -105,11 +113,14 @@ class Heartbeat:
     def recover(self) -> int:
         """Put back the in-flight units of servers that stopped beating; return how many."""
         try:
+            self.release_leftovers()
             staged = self.backend.take_orphans(self.identity, self.settings.dead_after)
             if not staged:
                 return 0
-            placements = [place_orphan(item, unit.now()) for item in staged]
-            self.backend.release(self.identity, placements)
+            placements = [place_orphan(item, unit.now())
+                          for item in sorted(staged, key=_newest_claim_first)]
+            self.unreleased = placements
+            self.release_leftovers()
         except BackendError as exc:
             log.warning("orphan recovery: %s", exc)
             return 0
@@ -119,8 +130,19 @@ class Heartbeat:
                     len(placements), ", ".join(owners), dead)
         return len(placements)
 
+    def release_leftovers(self) -> None:
+        """Release the orphans a failed call left in our staging record: nobody else would
+        while this server lives (release skips refs already moved)."""
+        if self.unreleased:
+            self.backend.release(self.identity, self.unreleased)
+            self.unreleased = []
+
     def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.settings.heartbeat):
+        # A beat counts as steady only within dead_after / 2 of the last one (see step), and
+        # beats come a little later than every `heartbeat`: with DIFO_DEAD_AFTER at exactly
+        # twice DIFO_HEARTBEAT, as allowed, no beat would be steady and nothing recovered.
+        interval = min(self.settings.heartbeat, self.settings.dead_after / 2.5)
+        while not stop.wait(interval):
             try:
                 self.step()
             except Exception:  # never let the heartbeat die: the server would look dead
@@ -178,6 +200,14 @@ def place_orphan(staged: Staged, now: float) -> Placement:
     payload.setdefault("failed_at", now)
     payload.setdefault("retry_count", 0)
     return Placement(staged.ref, unit.encode(payload), dead=True)
+
+
+def _newest_claim_first(staged: Staged) -> tuple[str, int]:
+    """Orphans go back one by one onto the end popped next, so the last placed is popped
+    first: placing each owner's newest claim first keeps the queue's order. A record's
+    entries come back in no particular order; its refs end in `<seq>:<queue>`."""
+    seq = staged.ref.rpartition("|")[2].partition(":")[0]
+    return staged.owner, -int(seq) if seq.isdigit() else 0
 
 
 def rss_kb() -> int:

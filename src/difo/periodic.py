@@ -90,7 +90,7 @@ def periodic(
                           "'*/5 * * * *', or @hourly, @daily, @weekly, @monthly, @yearly)")
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
         raise ConfigError(f"periodic: {tz!r} is not a time zone name (e.g. 'Europe/Paris')") \
             from None
     function = registry.name_of(fn)

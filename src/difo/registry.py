@@ -38,6 +38,12 @@ def name_of(fn: Callable[..., Any]) -> str:
             f"{module}.{qualname} is not a module-level function (a method, lambda or nested "
             "function); a server can only find functions defined at the top of a module"
         )
+    if not inspect.isfunction(fn):
+        # A builtin, class or callable object: the server's allow rule would refuse it.
+        raise FunctionError(
+            f"{module}:{qualname} is not a Python function (a builtin, class or callable "
+            "object); a server only runs functions defined at the top of a module"
+        )
     if module == "__main__":
         raise FunctionError(
             f"{qualname} is defined in __main__, which a server cannot import; "
@@ -105,6 +111,8 @@ class Resolver:
                 f"{class_name!r} is not a difo function name (module:function); "
                 "was it enqueued by a Ruby worker class meant for a Ruby server?"
             )
+        if not all(part.isidentifier() for part in module_name.split(".")):
+            raise UnitRefused(f"{class_name} is not allowed: {module_name!r} is not a module name")
         if not self._allowed(module_name):
             top = module_name.split(".")[0]
             allowed = ", ".join(self.imports) or "none"

@@ -5,20 +5,24 @@ Sidekiq's rules (job_retry.rb): `retry: true` allows 25 retries, an integer N al
 nothing kept). The delay before retry `count` (0-based) is `count**4 + 15` seconds plus
 `rand(10) * (count + 1)` seconds of jitter, or exactly what the job's `retry_in(count, exc)`
 returns when that is a positive number (unlike Sidekiq, no jitter is added to it: a custom
-delay is the user's to shape). Exhausted units go to dead unless the payload says
-`dead: false`.
+delay is the user's to shape); when it raises or returns anything else, the default applies,
+as in Sidekiq. Exhausted units go to dead unless the payload says `dead: false`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+import math
 import random
 import traceback
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+log = logging.getLogger("difo.retry")
 
 MAX_RETRIES = 25
 MESSAGE_LIMIT = 10_000
@@ -52,9 +56,9 @@ def delay(
 ) -> float:
     """Seconds before retry number `count` (0 for the first retry), jitter included."""
     if retry_in is not None and exc is not None:
-        custom = retry_in(count, exc)
-        if custom is not None and custom > 0:
-            return float(custom)
+        custom = _custom_delay(retry_in, count, exc)
+        if custom is not None:
+            return custom
     return count**4 + 15 + randrange(10) * (count + 1)
 
 
@@ -129,3 +133,20 @@ def decode_backtrace(text: str) -> list[str]:
         return [str(line) for line in json.loads(stripped)]
     raw = zlib.decompress(base64.b64decode("".join(stripped.split())))
     return [str(line) for line in json.loads(raw)]
+
+
+def _custom_delay(retry_in: RetryIn, count: int, exc: BaseException) -> float | None:
+    """What `retry_in` returns when it is a positive finite number, else None (the default
+    backoff applies). A retry_in that raises falls back too, as Sidekiq's does: the unit
+    must still be retried rather than stuck in flight."""
+    try:
+        custom = retry_in(count, exc)
+    except Exception:
+        log.exception("retry_in %r raised; using the default backoff", retry_in)
+        return None
+    if isinstance(custom, bool) or not isinstance(custom, (int, float)):
+        if custom is not None:
+            log.warning("retry_in %r returned %r, not seconds; using the default backoff",
+                        retry_in, custom)
+        return None
+    return float(custom) if 0 < custom < math.inf else None

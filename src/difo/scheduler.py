@@ -31,16 +31,27 @@ class Scheduler:
         self.identity = identity
         self.interval = interval
         self.firing = Firing(backend, unit.now())
+        # Staged units whose release failed: nobody else moves them while this server lives,
+        # and a clean stop would strand them, so every pass (and the stop) tries again.
+        self.unreleased: list[Placement] = []
 
     def step(self, now: float | None = None) -> int:
         """Fire periodic ticks and promote everything due; return how many units moved."""
         moved = self.firing.step(unit.now() if now is None else now)
+        self.release_leftovers()
         while True:
             staged = self.backend.stage_due(self.identity, BATCH)
             if not staged:
                 return moved
-            self.backend.release(self.identity, [promote(item, unit.now()) for item in staged])
+            self.unreleased = [promote(item, unit.now()) for item in staged]
+            self.release_leftovers()
             moved += len(staged)
+
+    def release_leftovers(self) -> None:
+        """Release what a failed call left staged (release skips refs already moved)."""
+        if self.unreleased:
+            self.backend.release(self.identity, self.unreleased)
+            self.unreleased = []
 
     def run(self, stop: threading.Event) -> None:
         """Poll until `stop` is set, at intervals jittered so servers do not poll together."""

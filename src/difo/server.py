@@ -51,7 +51,8 @@ class Server:
         self.runner = Runner(self.backend, self.identity, self.resolver, self.fetcher.done,
                              self.hard_stop)
         self.heartbeat = Heartbeat(self.backend, self.identity, settings, self.states,
-                                   self.on_signal, self.fetcher.quiet.is_set)
+                                   self.on_signal, self.fetcher.quiet.is_set,
+                                   self.stopping.is_set)
         self.scheduler = Scheduler(self.backend, self.identity, settings.poll_interval)
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
@@ -131,8 +132,11 @@ class Server:
     def _shutdown(self) -> None:
         fetcher = self.fetcher
         fetcher.quiet.set()
-        self._threads[0].join()  # the fetcher's pass ends within its wait bound
+        # Take the waiting units now, or a worker freed while the fetcher finishes its pass
+        # would start one after the signal; then those of a claim that was under way.
         waiting = fetcher.take_waiting()
+        self._threads[0].join()  # the fetcher's pass ends within its wait bound
+        waiting += fetcher.take_waiting()
         log.info("stopping: %d units running, %d not started put back",
                  sum(1 for s in self.states if s.current is not None), len(waiting))
         self._put_back(waiting)
@@ -171,6 +175,10 @@ class Server:
         """Flush the counts and leave the registry (only when nothing is left in flight)."""
         try:
             self.heartbeat.step(final=True)
+            # Units left staged by a failed release: if they cannot go now, staying
+            # registered lets a live server recover them once this one counts as dead.
+            self.scheduler.release_leftovers()
+            self.heartbeat.release_leftovers()
             if not self.backend.in_flight(self.identity):
                 self.backend.forget_process(self.identity)
         except BackendError as exc:

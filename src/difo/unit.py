@@ -65,6 +65,12 @@ def encode(payload: dict[str, Any]) -> bytes:
             f"a string in unit {payload.get('class')!r} holds a lone surrogate "
             f"({exc.object[exc.start:exc.end]!r}) that UTF-8 cannot carry; clean the text first"
         ) from None
+    except ValueError as exc:
+        # Only reached by callers that skip check_args (e.g. `difo enqueue '[NaN]'`).
+        raise ArgumentError(
+            f"unit {payload.get('class')!r} cannot be written as JSON: {exc}; "
+            "pass finite numbers and no circular references"
+        ) from None
 
 
 def build(
@@ -196,7 +202,10 @@ def check_args(
     for index, value in enumerate(checked):
         if type(value) in _SCALARS:
             continue
-        problem = _find_problem(value, "")
+        try:
+            problem = _find_problem(value, "")
+        except RecursionError:
+            problem = ("", type(value).__name__, "nested too deeply (or contains itself)")
         if problem is not None:
             path, kind, detail = problem
             known = names() if names is not None else ()
@@ -231,6 +240,10 @@ def _find_problem(value: object, path: str) -> tuple[str, str, str] | None:
     return path, kind.__name__, ""
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def _argument_message(
     function: str, index: int, name: str, path: str, kind: str, detail: str
 ) -> str:
@@ -241,7 +254,7 @@ def _argument_message(
     if detail:
         what = f"is a {kind}: {detail}" if kind != "dict" else f"is a dict whose {detail}"
     else:
-        what = f"is a {kind}"
+        what = f"is {_article(kind)} {kind}"
     advice = _ADVICE.get(kind, "Pass plain data (an id, a string, a number) instead")
     if kind == "float":
         advice = "Pass a finite number or None instead"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from queue import SimpleQueue
 from typing import Any
 
-from difo import retry, unit
+from difo import retry, stats, unit
 from difo.backends import Backend, Claimed
 from difo.errors import BackendError, PayloadError, UnitRefused
 from difo.registry import FunctionMissing, Resolver
@@ -75,7 +75,7 @@ def server_middleware(middleware: Middleware) -> Middleware:
 class WorkerState:
     """One worker's counters and current unit; written by that worker only."""
 
-    __slots__ = ("current", "failed", "index", "processed", "started_at", "tid")
+    __slots__ = ("current", "failed", "functions", "index", "processed", "started_at", "tid")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -84,6 +84,8 @@ class WorkerState:
         self.failed = 0
         self.current: tuple[str, bytes] | None = None  # (queue, raw payload)
         self.started_at = 0.0
+        # function -> [count, failures, seconds, buckets...] (difo.stats)
+        self.functions: dict[str, list[float]] = {}
 
 
 class Runner:
@@ -140,9 +142,12 @@ class Runner:
         state.processed += 1
         if outcome != "done":
             state.failed += 1
+        elapsed = time.perf_counter() - started
+        if current is not None:
+            stats.record(state.functions, current.class_name, elapsed, outcome != "done")
         self.done.append((claimed.ref, kind))
         if self.log_units:
-            elapsed = (time.perf_counter() - started) * 1000
+            elapsed *= 1000
             name = current.class_name if current else "?"
             jid = current.jid if current else "-"
             log.info(
@@ -176,7 +181,6 @@ class Runner:
 
     def _refuse(self, claimed: Claimed, current: unit.Unit, exc: UnitRefused) -> int:
         failed = retry.decide(current.payload, exc, unit.now()).payload
-        failed["retry"] = False
         _call_failure_hooks(exc, current)
         log.error("%s refused: %s", current.jid, exc)
         raw = unit.encode(failed)
@@ -226,6 +230,10 @@ def work(
         except Exception:  # a bug of ours must not kill the worker: log and keep serving
             log.exception("worker %d failed on a unit in %s", state.index, claimed.queue)
             runner.done.append((claimed.ref, KEEP))
+        if inbox.qsize() <= low_water:
+            # This worker is free and nothing waits for it: without a prefetch the fetcher
+            # would otherwise claim only when its busy wait runs out.
+            running_low()
 
 
 def _through_middleware(current: unit.Unit, fn: Callable[..., Any]) -> Any:

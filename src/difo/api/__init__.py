@@ -4,6 +4,7 @@
     Queue("default").size, Queue("default").latency()
     RetrySet().retry_all()
     find(jid)            # wherever the unit waits
+    Stats().processed, Stats().history(7), ProcessSet(), Workers(), Metrics().functions(60)
 
 Every class takes `backend=` (a Backend or a URL); by default it reads the backend the
 process's client uses (DIFO_URL / REDIS_URL).
@@ -12,8 +13,11 @@ process's client uses (DIFO_URL / REDIS_URL).
 from __future__ import annotations
 
 from difo.api.entries import Entry
+from difo.api.metrics import FunctionMetrics, Metrics, MinuteMetrics
+from difo.api.processes import Process, ProcessSet, Work, Workers
 from difo.api.queues import Queue, QueueEntry
 from difo.api.sets import DeadSet, RetrySet, ScheduledSet, SetEntry, SortedSet
+from difo.api.stats import Day, Stats
 from difo.backends import Backend
 
 
@@ -31,13 +35,22 @@ def find(jid: str, *, backend: Backend | str | None = None) -> Entry | None:
 
 
 __all__ = [
+    "Day",
     "DeadSet",
     "Entry",
+    "FunctionMetrics",
+    "Metrics",
+    "MinuteMetrics",
+    "Process",
+    "ProcessSet",
     "Queue",
     "QueueEntry",
     "RetrySet",
     "ScheduledSet",
     "SetEntry",
     "SortedSet",
+    "Stats",
+    "Work",
+    "Workers",
     "find",
 ]

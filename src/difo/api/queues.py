@@ -43,6 +43,19 @@ class Queue:
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def paused(self) -> bool:
+        """True when servers take no units from this queue (`difo pause`)."""
+        return self.name in self.backend.paused()
+
+    def pause(self) -> None:
+        """Stop every server taking units from this queue, within a second."""
+        self.backend.pause(self.name)
+
+    def unpause(self) -> None:
+        """Let servers take units from this queue again."""
+        self.backend.unpause(self.name)
+
     def latency(self) -> float:
         """Seconds the oldest unit has waited (0.0 when the queue is empty)."""
         oldest = self.backend.queue_range(self.name, -1, -1)

@@ -22,8 +22,9 @@ class SetEntry(Entry):
         return self.backend.set_remove(self.where, self.raw)
 
     def retry(self) -> bool:
-        """Run it now: onto its queue, with a fresh enqueued_at. A retry entry keeps its retry
-        count (Sidekiq lowers it by one, as the next failure raises it again)."""
+        """Run it now: onto its queue, with a fresh enqueued_at. A retry or dead entry's
+        retry_count is lowered by one first, as Sidekiq does: the next failure raises it
+        again, so a manual retry does not use up one of the unit's retries."""
         payload = dict(self.payload)
         if self.retry_count is not None and self.where in ("retry", "dead"):
             payload["retry_count"] = self.retry_count - 1
@@ -114,17 +115,18 @@ class SortedSet:
     def retry_all(self) -> int:
         """Enqueue every entry now; return how many moved."""
         moved = 0
+        stuck = 0  # entries that cannot be enqueued (not JSON) stay, at the lowest ranks
         while True:
-            rows = self.backend.set_range(self.name, 0, PAGE - 1, False)
+            rows = self.backend.set_range(self.name, stuck, stuck + PAGE - 1, False)
             if not rows:
                 return moved
-            progress = 0
+            # Each row read is stepped over, moved, or already gone: the loop ends.
             for raw, score in rows:
-                if SetEntry(self.backend, raw, self.name, score).retry():
-                    progress += 1
-            moved += progress
-            if progress == 0:  # only entries that cannot be enqueued (not JSON) are left
-                return moved
+                entry = SetEntry(self.backend, raw, self.name, score)
+                if not entry.valid:
+                    stuck += 1
+                elif entry.retry():
+                    moved += 1
 
     def kill_all(self) -> int:
         """Move every entry to the dead set; return how many moved."""

@@ -68,6 +68,53 @@ class ProcessBeat:
     work: dict[str, bytes] = field(default_factory=dict)
     processed: int = 0
     failed: int = 0
+    stopping: bool = False
+    functions: dict[str, FunctionTimes] = field(default_factory=dict)
+    """Runs per function since the last beat, added to `minute` (`YYYYMMDD|HH:MM`, UTC)."""
+    minute: str = ""
+
+
+@dataclass
+class FunctionTimes:
+    """Runs of one function: how many, how many failed, their total run time, and how many
+    fell in each run-time bucket (index into difo.stats.BOUNDS; the last is +Inf)."""
+
+    count: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+    buckets: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """What Sidekiq's Stats reads, in one pass: totals, queue sizes, the oldest unit of each
+    non-empty queue (for latency), set sizes, the process registry and paused queues."""
+
+    processed: int
+    failed: int
+    queues: dict[str, int]
+    oldest: dict[str, bytes]
+    scheduled: int
+    retry: int
+    dead: int
+    processes: int
+    busy: int
+    paused: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """One server's record as its last beat wrote it (Sidekiq's process hash)."""
+
+    identity: str
+    info: bytes
+    busy: int
+    beat: float
+    quiet: bool
+    stopping: bool
+    rss_kb: int
+    rtt_us: int
+    concurrency: int | None
 
 
 @dataclass(frozen=True)
@@ -206,6 +253,45 @@ class Backend(Protocol):
 
     def set_add(self, name: str, score: float, raw: bytes) -> None:
         """Add an entry to a sorted set (tests and tools; units normally arrive by moves)."""
+
+    # -- statistics, processes and control (difo.api Stats, ProcessSet, Workers, Metrics) ----
+
+    def stats(self) -> StatsSnapshot:
+        """Totals, sizes, busy count and paused queues, as Sidekiq's Stats computes them
+        (`processes` unpruned, busy summed over it). Read-only; not one atomic snapshot."""
+
+    def day_counts(self, days: Sequence[str]) -> list[tuple[int, int]]:
+        """(processed, failed) for each UTC day `YYYY-MM-DD`; 0 for a day with no count."""
+
+    def processes(self) -> list[ProcessRecord]:
+        """Live server records, by identity. Removes from the registry every member whose
+        record expired (Sidekiq's ProcessSet cleanup), so a crashed server leaves within the
+        record's 60 s lifetime, and as soon as its in-flight units are recovered."""
+
+    def work(self, identities: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        """The busy workers of each process: thread id -> Sidekiq's work JSON
+        (`queue`, `payload`, `run_at`), as of its last beat."""
+
+    def signal(self, identity: str, name: str) -> None:
+        """Send `name` (TSTP quiet, TERM stop, TTIN dump threads) to a server: it acts on it
+        at its next beat, one signal per beat. Unread signals expire after 60 s."""
+
+    def pause(self, queue: str) -> None:
+        """Stop every server taking units from `queue` (within a second): claims skip it.
+        Units stay and can still be pushed. Idempotent."""
+
+    def unpause(self, queue: str) -> None:
+        """Let servers take units from `queue` again, waking idle ones. Idempotent."""
+
+    def paused(self) -> set[str]:
+        """The names of paused queues."""
+
+    def function_metrics(self, minutes: Sequence[str]) -> list[dict[str, FunctionTimes]]:
+        """Per-function runs for each minute `YYYYMMDD|HH:MM` (UTC), as the beats flushed
+        them; kept a few days (METRICS_TTL), empty for a minute with no runs."""
+
+    def function_totals(self) -> dict[str, FunctionTimes]:
+        """Per-function runs since the store began (monotonic: Prometheus counters)."""
 
     def close(self) -> None:
         """Release connections."""

@@ -9,6 +9,7 @@ and read through `difo.api`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -64,6 +65,9 @@ def server(imports: tuple[str, ...], **flags: Any) -> None:
 
     try:
         settings = config.load(**flags)
+        # As `python -m` does: modules beside the working folder can be imported.
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
         server_module.start(imports=imports, settings=settings)
     except DifoError as exc:
         fail(exc)
@@ -88,7 +92,11 @@ def enqueue(url: str | None, function: str, args_json: str, queue: str,
             raise ConfigError(f"ARGS_JSON must be a JSON array, e.g. '[1, 2]', not {args_json!r}")
         if ":" not in function:
             raise ConfigError(f"FUNCTION must be module:function, not {function!r}")
-        config.parse_queues(queue, "--queue")
+        config.check_queue_name(queue, "--queue")
+        try:
+            args = unit.check_args(function, args)
+        except DifoError as exc:
+            raise ConfigError(f"ARGS_JSON: {exc}") from None
         backend = open_backend(settings.url)
         if delay and delay > 0:
             payload = unit.build(function, args, queue, enqueued=False)
@@ -96,6 +104,7 @@ def enqueue(url: str | None, function: str, args_json: str, queue: str,
         else:
             payload = unit.build(function, args, queue)
             backend.push(queue, [unit.encode(payload)])
+        backend.close()
         click.echo(payload["jid"])
     except json.JSONDecodeError as exc:
         fail(ConfigError(f"ARGS_JSON is not JSON: {exc}"))
@@ -112,4 +121,4 @@ def fail(exc: DifoError) -> None:
 
 
 # The other commands register themselves on `main`.
-from difo.cli import sets  # noqa: E402, F401
+from difo.cli import sets, stats  # noqa: E402, F401

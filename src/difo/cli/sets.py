@@ -116,6 +116,9 @@ def queues(url: str | None, name: str | None, page: int, size: int, as_json: boo
     """List queues with size and latency, or the units of queue NAME (newest first)."""
     from difo import api, config
 
+    if name is None and (clear or delete_jid):
+        raise click.UsageError("--clear and --delete act on one queue: give its NAME, "
+                               "e.g. difo queues default --clear")
     try:
         backend = config.load(url=url).url
         if name is None:

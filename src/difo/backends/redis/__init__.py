@@ -18,7 +18,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from difo.backends import BeatReply, Claimed, Placement, ProcessBeat, Staged
+from difo.backends import (
+    BeatReply,
+    Claimed,
+    FunctionTimes,
+    Placement,
+    ProcessBeat,
+    ProcessRecord,
+    Staged,
+    StatsSnapshot,
+)
 from difo.backends.redis import keys, scripts
 from difo.config import BackendURL
 from difo.errors import BackendError, BackendUnavailable
@@ -77,10 +86,10 @@ class RedisBackend:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise BackendUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
         except redis.AuthenticationError as exc:
             raise BackendUnavailable(f"Redis at {self.url} refused the password: {exc}") from exc
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BackendUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis at {self.url} failed: {exc}") from exc
 
@@ -131,6 +140,7 @@ class RedisBackend:
         keys_ = [keys.in_flight(identity), keys.started(identity)]
         keys_ += [keys.queue(name) for name in queues]
         keys_ += [keys.wake(name) for name in queues]
+        keys_.append(keys.PAUSED)
         args: list[Any] = [count, first_seq, len(acks), len(careful_acks), *acks, *careful_acks]
         args += queues
         reply = self._run("claim", keys_, args)
@@ -206,6 +216,7 @@ class RedisBackend:
                 reply = self._run("take_orphans", keys_, (owner, dead_after))
                 for ref, raw in zip(reply[::2], reply[1::2], strict=False):
                     staged.append(_staged(ref.decode(), raw))
+                self._forget_if_dead(owner)
         finally:
             with self._errors():
                 if client.get(keys.RECOVERY_LOCK) == identity.encode():
@@ -245,6 +256,10 @@ class RedisBackend:
                 if beat.work:
                     pipe.hset(work_key, mapping=beat.work)  # type: ignore[arg-type]
                     pipe.expire(work_key, keys.PROCESS_TTL)
+            if beat.functions:
+                _add_functions(pipe, keys.metrics(beat.minute), beat.functions)
+                pipe.expire(keys.metrics(beat.minute), keys.METRICS_TTL)
+                _add_functions(pipe, keys.METRICS_TOTAL, beat.functions)
             self._scripts["beat"](keys=[keys.BEATS], args=[identity], client=pipe)
             pipe.sadd(keys.PROCESSES, identity)
             pipe.hset(keys.process(identity), mapping={
@@ -255,6 +270,7 @@ class RedisBackend:
                 "rss": beat.rss_kb,
                 "rtt_us": rtt_us,
                 "concurrency": beat.concurrency,
+                "stopping": "true" if beat.stopping else "false",
             })
             pipe.expire(keys.process(identity), keys.PROCESS_TTL)
             pipe.rpop(keys.signals(identity))
@@ -360,6 +376,182 @@ class RedisBackend:
     def set_add(self, name: str, score: float, raw: bytes) -> None:
         with self._errors():
             self.client.zadd(_sorted_set(name), {raw: score})
+
+
+    # -- statistics, processes and control ----------------------------------------------------
+
+    def stats(self) -> StatsSnapshot:
+        client = self.client
+        with self._errors():
+            pipe = client.pipeline(transaction=False)
+            pipe.get(keys.STAT_PROCESSED)
+            pipe.get(keys.STAT_FAILED)
+            for name in keys.SORTED_SETS:
+                pipe.zcard(name)
+            pipe.smembers(keys.QUEUES)
+            pipe.smembers(keys.PROCESSES)
+            pipe.smembers(keys.PAUSED)
+            processed, failed, scheduled, retry, dead, queues, processes, paused = pipe.execute()
+            names = sorted(name.decode() for name in queues)
+            identities = sorted(name.decode() for name in processes)
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.llen(keys.queue(name))
+                pipe.lrange(keys.queue(name), -1, -1)
+            for identity in identities:
+                pipe.hget(keys.process(identity), "busy")
+            replies = pipe.execute()
+        sizes: dict[str, int] = {}
+        oldest: dict[str, bytes] = {}
+        for index, name in enumerate(names):
+            sizes[name] = int(replies[2 * index])
+            if replies[2 * index + 1]:
+                oldest[name] = replies[2 * index + 1][0]
+        busy = sum(int(value) for value in replies[2 * len(names):] if value)
+        return StatsSnapshot(
+            processed=int(processed or 0), failed=int(failed or 0), queues=sizes,
+            oldest=oldest, scheduled=int(scheduled), retry=int(retry), dead=int(dead),
+            processes=len(identities), busy=busy,
+            paused=frozenset(name.decode() for name in paused),
+        )
+
+    def day_counts(self, days: Sequence[str]) -> list[tuple[int, int]]:
+        if not days:
+            return []
+        names = [keys.stat_day(kind, day) for kind in ("processed", "failed") for day in days]
+        with self._errors():
+            values = cast(list[bytes | None], self.client.mget(names))
+        counts = [int(value) if value else 0 for value in values]
+        return list(zip(counts[: len(days)], counts[len(days):], strict=True))
+
+    def processes(self) -> list[ProcessRecord]:
+        client = self.client
+        with self._errors():
+            identities = sorted(name.decode() for name in
+                                cast(set[bytes], client.smembers(keys.PROCESSES)))
+            pipe = client.pipeline(transaction=False)
+            for identity in identities:
+                pipe.hgetall(keys.process(identity))
+            hashes = cast(list[dict[bytes, bytes]], pipe.execute())
+            # Sidekiq's ProcessSet cleanup: a member whose hash expired has died.
+            expired = [identity for identity, fields in zip(identities, hashes, strict=True)
+                       if b"info" not in fields]
+            if expired:
+                client.srem(keys.PROCESSES, *expired)
+        return [_process_record(identity, fields)
+                for identity, fields in zip(identities, hashes, strict=True)
+                if b"info" in fields]
+
+    def work(self, identities: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            for identity in identities:
+                for name in keys.work(identity):
+                    pipe.hgetall(name)
+            replies = cast(list[dict[bytes, bytes]], pipe.execute())
+        out: dict[str, dict[str, bytes]] = {}
+        for index, identity in enumerate(identities):
+            merged: dict[str, bytes] = {}
+            # 6.4.1 processes write `:workers`, newer ones `:work`; difo writes both.
+            for fields in (replies[2 * index], replies[2 * index + 1]):
+                merged.update((tid.decode(), value) for tid, value in fields.items())
+            out[identity] = merged
+        return out
+
+    def signal(self, identity: str, name: str) -> None:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.lpush(keys.signals(identity), name)
+            pipe.expire(keys.signals(identity), keys.PROCESS_TTL)
+            pipe.execute()
+
+    def pause(self, queue: str) -> None:
+        with self._errors():
+            self.client.sadd(keys.PAUSED, queue)
+
+    def unpause(self, queue: str) -> None:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.srem(keys.PAUSED, queue)
+            pipe.lpush(keys.wake(queue), "1")
+            pipe.ltrim(keys.wake(queue), 0, 15)
+            pipe.execute()
+
+    def paused(self) -> set[str]:
+        with self._errors():
+            return {name.decode() for name in
+                    cast(set[bytes], self.client.smembers(keys.PAUSED))}
+
+    def function_metrics(self, minutes: Sequence[str]) -> list[dict[str, FunctionTimes]]:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            for minute in minutes:
+                pipe.hgetall(keys.metrics(minute))
+            replies = cast(list[dict[bytes, bytes]], pipe.execute())
+        return [_read_functions(fields) for fields in replies]
+
+    def function_totals(self) -> dict[str, FunctionTimes]:
+        with self._errors():
+            fields = cast(dict[bytes, bytes], self.client.hgetall(keys.METRICS_TOTAL))
+        return _read_functions(fields)
+
+    def _forget_if_dead(self, owner: str) -> None:
+        """After recovery: a server whose liveness beat is gone leaves the registry now,
+        not when its record expires (it re-registers at its next beat if it was only slow)."""
+        with self._errors():
+            if self.client.zscore(keys.BEATS, owner) is not None:
+                return
+            pipe = self.client.pipeline(transaction=True)
+            pipe.srem(keys.PROCESSES, owner)
+            pipe.unlink(keys.process(owner), *keys.work(owner))
+            pipe.execute()
+
+
+def _add_functions(pipe: Any, key: str, functions: dict[str, FunctionTimes]) -> None:
+    for name, times in functions.items():
+        if times.count:
+            pipe.hincrby(key, f"{name}|count", times.count)
+        if times.failures:
+            pipe.hincrby(key, f"{name}|failures", times.failures)
+        if times.seconds:
+            pipe.hincrbyfloat(key, f"{name}|ms", round(times.seconds * 1000, 3))
+        for bucket, count in times.buckets.items():
+            pipe.hincrby(key, f"{name}|h{bucket}", count)
+
+
+def _read_functions(fields: dict[bytes, bytes]) -> dict[str, FunctionTimes]:
+    out: dict[str, FunctionTimes] = {}
+    for field_name, value in fields.items():
+        name, _, kind = field_name.decode("utf-8", "replace").rpartition("|")
+        times = out.get(name)
+        if times is None:
+            times = out[name] = FunctionTimes()
+        if kind == "count":
+            times.count = int(value)
+        elif kind == "failures":
+            times.failures = int(value)
+        elif kind == "ms":
+            times.seconds = float(value) / 1000
+        elif kind.startswith("h") and kind[1:].isdigit():
+            times.buckets[int(kind[1:])] = int(value)
+    return out
+
+
+def _process_record(identity: str, fields: dict[bytes, bytes]) -> ProcessRecord:
+    def number(name: bytes) -> float:
+        try:
+            return float(fields.get(name) or 0)
+        except ValueError:
+            return 0.0
+
+    concurrency = fields.get(b"concurrency")
+    return ProcessRecord(
+        identity=identity, info=fields[b"info"], busy=int(number(b"busy")),
+        beat=number(b"beat"), quiet=fields.get(b"quiet") == b"true",
+        stopping=fields.get(b"stopping") == b"true", rss_kb=int(number(b"rss")),
+        rtt_us=int(number(b"rtt_us")),
+        concurrency=int(number(b"concurrency")) if concurrency else None,
+    )
 
 
 def _sorted_set(name: str) -> str:

@@ -29,6 +29,10 @@ PROCESS_TTL = 60
 BEATS = "difo:beats"  # zset: identity -> Redis TIME of its last beat
 RECOVERY_LOCK = "difo:recovery-lock"
 PERIODIC = "difo:periodic"  # hash: periodic unit name -> last tick fired (epoch seconds)
+PAUSED = "difo:paused"  # set of paused queue names (Sidekiq Pro's pause!): claims skip them
+METRICS_TOTAL = "difo:metrics-total"  # hash: per-function fields since the store began
+# Per-minute metrics hashes live a few days (Sidekiq 7 keeps its per-minute ones hours).
+METRICS_TTL = 3 * 24 * 3600
 SORTED_SETS = (SCHEDULE, RETRY, DEAD)
 
 
@@ -75,3 +79,9 @@ def started(identity: str) -> str:
 def staging(identity: str) -> str:
     """Hash of units a process is moving between places: `<flag>|<owner>|<ref>` -> payload."""
     return f"difo:staging:{identity}"
+
+
+def metrics(minute: str) -> str:
+    """Per-function runs in one UTC minute `YYYYMMDD|HH:MM`: fields `FN|count`,
+    `FN|failures`, `FN|ms` and `FN|h<bucket>` (run-time histogram; see difo.stats)."""
+    return f"difo:metrics:{minute}"

@@ -17,19 +17,32 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from difo.backends import BeatReply, Claimed, Placement, ProcessBeat, Staged
+from difo.backends import (
+    BeatReply,
+    Claimed,
+    FunctionTimes,
+    Placement,
+    ProcessBeat,
+    ProcessRecord,
+    Staged,
+    StatsSnapshot,
+)
 from difo.config import BackendURL
 from difo.errors import BackendError, BackendUnavailable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Forward migrations: version -> statements bringing the schema from version - 1 to it.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE processes ADD COLUMN stopping TEXT NOT NULL DEFAULT 'false'"],
+}
+METRICS_TTL = 3 * 24 * 3600
 
 DEAD_MAX = 10_000
 DEAD_TIMEOUT = 180 * 24 * 3600
@@ -37,6 +50,17 @@ STAT_DAY_TTL = 5 * 365 * 24 * 3600
 PROCESS_TTL = 60
 MAX_POLL = 0.05
 SORTED_SETS = ("schedule", "retry", "dead")
+# Per-thread connections a forked child inherited: kept so that they are never closed there.
+_INHERITED: list[threading.local] = []
+_OPEN: weakref.WeakSet[SQLiteBackend] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_OPEN):
+        backend._after_fork_check()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SQLiteBackend:
@@ -51,6 +75,7 @@ class SQLiteBackend:
         self._held: dict[str, int] = {}  # identity -> open fd of its lock file
         self._counter = 0
         self._counter_lock = threading.Lock()
+        _OPEN.add(self)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.lock_dir.mkdir(exist_ok=True)
@@ -60,13 +85,28 @@ class SQLiteBackend:
 
     # -- connections -------------------------------------------------------------------------
 
+    def _after_fork_check(self) -> None:
+        """In a forked child: new connections, and none of the parent's lock files held.
+
+        The parent's connections are kept, never used nor closed (SQLite forbids using a
+        connection across fork, and closing one may checkpoint the parent's WAL). The lock
+        fds are closed: a flock belongs to the open file, so a child still holding it (a
+        unit's multiprocessing worker) would keep a SIGKILLed server looking alive.
+        """
+        if os.getpid() == self._pid:
+            return
+        self._pid = os.getpid()
+        _INHERITED.append(self._local)
+        self._local = threading.local()
+        for fd in self._held.values():
+            with suppress(OSError):
+                os.close(fd)
+        self._held = {}
+
     @property
     def db(self) -> sqlite3.Connection:
         """This thread's connection (new ones after a fork: connections are never shared)."""
-        if os.getpid() != self._pid:
-            self._pid = os.getpid()
-            self._local = threading.local()
-            self._held = {}
+        self._after_fork_check()
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             try:
@@ -103,23 +143,36 @@ class SQLiteBackend:
             raise BackendError(f"{self.url}: {exc}") from exc
 
     def _migrate(self) -> None:
-        """Create the tables (idempotent), then apply the forward migrations not yet applied."""
+        """Bring the file to SCHEMA_VERSION in one transaction: the forward migrations not
+        yet applied (an old file), then the schema (new tables; a new file), then the version.
+
+        Migrations run before the schema so that schema.sql always describes the latest
+        tables: an index on a column a migration adds would fail on an old file otherwise.
+        """
         schema = resources.files("difo.backends.sqlite").joinpath("schema.sql").read_text()
         try:
-            self.db.executescript(schema)
-        except sqlite3.Error as exc:
-            raise BackendUnavailable(f"cannot open {self.url}: {exc}") from exc
-        with self._write() as db:
-            found = db.execute(
-                "SELECT value FROM difo_meta WHERE key = 'schema_version'").fetchone()
-            version = int(found[0]) if found else SCHEMA_VERSION
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[step]:
+            with self._write() as db:
+                known = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                   "name = 'difo_meta'").fetchone()
+                found = known and db.execute(
+                    "SELECT value FROM difo_meta WHERE key = 'schema_version'").fetchone()
+                version = int(found[0]) if found else SCHEMA_VERSION
+                if version > SCHEMA_VERSION:
+                    raise BackendUnavailable(
+                        f"{self.url} has schema version {version}, written by a newer difo "
+                        f"(this one knows {SCHEMA_VERSION}); upgrade difo to open it")
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[step]:
+                        db.execute(statement)
+                for statement in _statements(schema):
                     db.execute(statement)
-                version = step
-            db.execute("INSERT OR REPLACE INTO difo_meta VALUES ('schema_version', ?)",
-                       (str(version),))
-            db.execute("INSERT OR IGNORE INTO difo_meta VALUES ('position', '0')")
+                db.execute("INSERT OR REPLACE INTO difo_meta VALUES ('schema_version', ?)",
+                           (str(SCHEMA_VERSION),))
+                db.execute("INSERT OR IGNORE INTO difo_meta VALUES ('position', '0')")
+        except BackendError as exc:
+            if isinstance(exc, BackendUnavailable):
+                raise
+            raise BackendUnavailable(f"cannot open {self.url}: {exc}") from exc
 
     def ping(self) -> None:
         self._read("SELECT 1")
@@ -188,7 +241,10 @@ class SQLiteBackend:
         with self._write() as db:
             self._delete_refs(db, identity, acks)
             seq = first_seq
+            paused = {row[0] for row in db.execute("SELECT name FROM paused")}
             for queue in queues:
+                if queue in paused:
+                    continue
                 if count <= 0:
                     break
                 rows = db.execute(
@@ -275,9 +331,11 @@ class SQLiteBackend:
             prefix = f"p|{identity}|{self._counter}."
         staged: list[Staged] = []
         with self._write() as db:
-            rows = db.execute(
-                "SELECT id, payload FROM units WHERE place IN ('retry', 'schedule') AND "
-                "score <= ? ORDER BY score, id LIMIT ?", (now, limit * 2)).fetchall()
+            rows = []
+            for place in ("retry", "schedule"):  # at most `limit` from each set, as Redis
+                rows += db.execute(
+                    "SELECT id, payload FROM units WHERE place = ? AND score <= ? "
+                    "ORDER BY score, id LIMIT ?", (place, now, limit)).fetchall()
             updates = []
             for row_id, raw in rows:
                 ref = f"{prefix}{row_id}:"
@@ -315,6 +373,7 @@ class SQLiteBackend:
                 db.executemany("UPDATE units SET place = 'staging', owner = ?, ref = ?, "
                                "started = 0 WHERE id = ?", updates)
                 db.execute("DELETE FROM beats WHERE identity = ?", (owner,))
+                db.execute("UPDATE processes SET expires_at = 0 WHERE identity = ?", (owner,))
             self._remove_lock(owner)
         return staged
 
@@ -360,9 +419,20 @@ class SQLiteBackend:
                             "expires_at = excluded.expires_at", (key, count, expires))
             db.execute(
                 "INSERT OR REPLACE INTO processes (identity, info, busy, beat, quiet, rss, "
-                "rtt_us, concurrency, work, expires_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                "rtt_us, concurrency, work, expires_at, stopping) VALUES "
+                "(?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
                 (beat.identity, beat.info, beat.busy, now, "true" if beat.quiet else "false",
-                 beat.rss_kb, beat.concurrency, work, now + PROCESS_TTL))
+                 beat.rss_kb, beat.concurrency, work, now + PROCESS_TTL,
+                 "true" if beat.stopping else "false"))
+            if beat.functions:
+                db.execute("DELETE FROM metrics WHERE expires_at < ?", (now,))
+                for minute, expires in ((beat.minute, now + METRICS_TTL), ("", None)):
+                    db.executemany(
+                        "INSERT INTO metrics (minute, field, value, expires_at) VALUES "
+                        "(?, ?, ?, ?) ON CONFLICT (minute, field) DO UPDATE SET "
+                        "value = value + excluded.value, expires_at = excluded.expires_at",
+                        [(minute, name, value, expires)
+                         for name, value in _function_fields(beat.functions)])
             db.execute("INSERT OR REPLACE INTO beats (identity, beat) VALUES (?, ?)",
                        (beat.identity, now))
             row = db.execute("SELECT id, signal FROM signals WHERE identity = ? AND "
@@ -384,17 +454,30 @@ class SQLiteBackend:
     def _lock_path(self, identity: str) -> Path:
         return self.lock_dir / f"{identity.replace('/', '_')}.lock"
 
+    def _held_here(self, identity: str) -> bool:
+        self._after_fork_check()
+        return identity in self._held
+
     def _hold_lock(self, identity: str) -> None:
-        if identity in self._held:
+        if self._held_here(identity):
             return
-        fd = os.open(self._lock_path(identity), os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fd = os.open(self._lock_path(identity), os.O_RDWR | os.O_CREAT, 0o644)
+            # Blocking: a live server's probe of this file holds it for an instant at most.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise BackendError(f"{self.url}: cannot lock {self._lock_path(identity)}: "
+                               f"{exc}") from exc
         self._held[identity] = fd
 
     def _is_dead(self, identity: str, now: float, dead_after: float) -> bool:
-        """Dead when its lock file is free; without one, when its beat is too old."""
+        """Dead when its lock file is free; without one, when its beat is too old. A lock
+        this process holds says nothing (one process beating for several identities, as
+        tests do): its beat decides, as on Redis."""
         path = self._lock_path(identity)
         try:
+            if self._held_here(identity):
+                raise FileNotFoundError(path)
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
             rows = self._read("SELECT beat FROM beats WHERE identity = ?", (identity,))
@@ -490,7 +573,7 @@ class SQLiteBackend:
 
     def set_scan(self, name: str, match: str) -> list[tuple[bytes, float]]:
         rows = self._read("SELECT payload, score FROM units WHERE place = ? AND "
-                          "CAST(payload AS TEXT) GLOB ?", (_sorted_set(name), match))
+                          "CAST(payload AS TEXT) GLOB ?", (_sorted_set(name), _redis_glob(match)))
         return [(bytes(raw), float(score)) for raw, score in rows]
 
     def set_remove(self, name: str, raw: bytes) -> bool:
@@ -533,6 +616,143 @@ class SQLiteBackend:
         with self._write() as db:
             db.execute("INSERT INTO units (place, score, payload) VALUES (?, ?, ?)",
                        (_sorted_set(name), score, raw))
+
+
+    # -- statistics, processes and control ------------------------------------------------------
+
+    def stats(self) -> StatsSnapshot:
+        now = time.time()
+        counts = dict(self._read("SELECT key, value FROM stats WHERE key IN "
+                                 "('stat:processed', 'stat:failed')"))
+        places = dict(self._read("SELECT place, COUNT(*) FROM units WHERE place IN "
+                                 "('schedule', 'retry', 'dead') GROUP BY place"))
+        names = self.queue_names()
+        sizes = self.queue_sizes(names)
+        oldest: dict[str, bytes] = {}
+        for name in names:
+            if sizes[name]:
+                oldest[name] = self.queue_range(name, -1, -1)[0]
+        processes = self._read("SELECT COUNT(*), COALESCE(SUM(busy), 0) FROM processes "
+                               "WHERE expires_at > ?", (now,))[0]
+        return StatsSnapshot(
+            processed=int(counts.get("stat:processed", 0)),
+            failed=int(counts.get("stat:failed", 0)), queues=sizes, oldest=oldest,
+            scheduled=int(places.get("schedule", 0)), retry=int(places.get("retry", 0)),
+            dead=int(places.get("dead", 0)), processes=int(processes[0]),
+            busy=int(processes[1]), paused=frozenset(self.paused()),
+        )
+
+    def day_counts(self, days: Sequence[str]) -> list[tuple[int, int]]:
+        now = time.time()
+        found = dict(self._read(
+            "SELECT key, value FROM stats WHERE key LIKE 'stat:%:%' AND "
+            "(expires_at IS NULL OR expires_at > ?)", (now,)))
+        return [(int(found.get(f"stat:processed:{day}", 0)),
+                 int(found.get(f"stat:failed:{day}", 0))) for day in days]
+
+    def processes(self) -> list[ProcessRecord]:
+        now = time.time()
+        with self._write() as db:
+            # Sidekiq's ProcessSet cleanup: an expired record has died.
+            db.execute("DELETE FROM processes WHERE expires_at <= ?", (now,))
+            rows = db.execute(
+                "SELECT identity, info, busy, beat, quiet, stopping, rss, rtt_us, concurrency "
+                "FROM processes ORDER BY identity").fetchall()
+        return [ProcessRecord(str(identity), bytes(info), int(busy), float(beat),
+                              quiet == "true", stopping == "true", int(rss), int(rtt),
+                              int(concurrency))
+                for identity, info, busy, beat, quiet, stopping, rss, rtt, concurrency in rows]
+
+    def work(self, identities: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        now = time.time()
+        out: dict[str, dict[str, bytes]] = {identity: {} for identity in identities}
+        for identity, work in self._read("SELECT identity, work FROM processes WHERE "
+                                         "expires_at > ?", (now,)):
+            if identity in out:
+                out[identity] = {tid: value.encode() for tid, value in json.loads(work).items()}
+        return out
+
+    def signal(self, identity: str, name: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO signals (identity, signal, expires_at) VALUES (?, ?, ?)",
+                       (identity, name, time.time() + PROCESS_TTL))
+
+    def pause(self, queue: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO paused (name) VALUES (?)", (queue,))
+
+    def unpause(self, queue: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM paused WHERE name = ?", (queue,))
+
+    def paused(self) -> set[str]:
+        return {str(row[0]) for row in self._read("SELECT name FROM paused")}
+
+    def function_metrics(self, minutes: Sequence[str]) -> list[dict[str, FunctionTimes]]:
+        if not minutes:
+            return []
+        marks = ", ".join("?" for _ in minutes)
+        rows = self._read(f"SELECT minute, field, value FROM metrics WHERE minute IN ({marks}) "
+                          "AND (expires_at IS NULL OR expires_at > ?)",
+                          (*minutes, time.time()))
+        by_minute: dict[str, list[tuple[str, float]]] = {minute: [] for minute in minutes}
+        for minute, name, value in rows:
+            by_minute[minute].append((name, float(value)))
+        return [_read_functions(by_minute[minute]) for minute in minutes]
+
+    def function_totals(self) -> dict[str, FunctionTimes]:
+        rows = self._read("SELECT field, value FROM metrics WHERE minute = ''")
+        return _read_functions([(str(name), float(value)) for name, value in rows])
+
+
+def _function_fields(functions: dict[str, FunctionTimes]) -> list[tuple[str, float]]:
+    """The Redis hash fields of difo:metrics:MINUTE, as rows."""
+    fields: list[tuple[str, float]] = []
+    for name, times in functions.items():
+        fields += [(f"{name}|count", times.count), (f"{name}|failures", times.failures),
+                   (f"{name}|ms", times.seconds * 1000)]
+        fields += [(f"{name}|h{bucket}", count) for bucket, count in times.buckets.items()]
+    return fields
+
+
+def _read_functions(fields: Sequence[tuple[str, float]]) -> dict[str, FunctionTimes]:
+    out: dict[str, FunctionTimes] = {}
+    for field_name, value in fields:
+        name, _, kind = field_name.rpartition("|")
+        times = out.setdefault(name, FunctionTimes())
+        if kind == "count":
+            times.count = int(value)
+        elif kind == "failures":
+            times.failures = int(value)
+        elif kind == "ms":
+            times.seconds = value / 1000
+        elif kind.startswith("h") and kind[1:].isdigit():
+            times.buckets[int(kind[1:])] = int(value)
+    return out
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a script, one by one (executescript would commit first)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return statements
+
+
+def _redis_glob(pattern: str) -> str:
+    """A Redis MATCH pattern as an SQLite GLOB: Redis escapes with a backslash, GLOB with a
+    one-character class."""
+    out, chars = [], iter(pattern)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "\\")
+            out.append(f"[{escaped}]" if escaped in "*?[" else escaped)
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def _sorted_set(name: str) -> str:

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS processes (
     rtt_us INTEGER NOT NULL,
     concurrency INTEGER NOT NULL,
     work TEXT NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    stopping TEXT NOT NULL DEFAULT 'false'
 );
 
 -- difo's liveness beats (the Redis difo:beats zset).
@@ -70,4 +71,19 @@ CREATE TABLE IF NOT EXISTS signals (
 CREATE TABLE IF NOT EXISTS periodic (
     name TEXT PRIMARY KEY,
     tick REAL NOT NULL
+);
+
+-- Paused queues (difo pause): claims skip them.
+CREATE TABLE IF NOT EXISTS paused (
+    name TEXT PRIMARY KEY
+);
+
+-- Per-function run metrics, the fields of Redis's difo:metrics:MINUTE hashes as rows:
+-- `minute` is `YYYYMMDD|HH:MM` (UTC), or '' for the all-time totals (no expiry).
+CREATE TABLE IF NOT EXISTS metrics (
+    minute TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value REAL NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (minute, field)
 );

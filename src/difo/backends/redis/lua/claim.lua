@@ -2,6 +2,7 @@
 -- this process's in-flight record; one atomic step, payload bytes untouched.
 -- KEYS[1] difo:inflight:ID (hash)   KEYS[2] difo:started:ID (set)
 -- KEYS[3..2+Q] queue:NAME lists, in fetch order   KEYS[3+Q..2+2Q] their difo:wake:NAME lists
+-- KEYS[3+2Q] difo:paused (set): queues named there are skipped
 -- ARGV[1] COUNT   ARGV[2] first sequence number   ARGV[3] number of acks A
 -- ARGV[4] number of careful acks C   ARGV[5..4+A] acks   ARGV[5+A..4+A+C] careful acks
 -- ARGV[5+A+C..] the queue names, one per queue key
@@ -19,12 +20,16 @@ end
 if count <= 0 then
   return {}
 end
-local nqueues = (#KEYS - 2) / 2
+local nqueues = (#KEYS - 3) / 2
 local names = 4 + acks + careful
+local paused = redis.call('SMISMEMBER', KEYS[#KEYS], unpack(ARGV, names + 1, names + nqueues))
 local out = {}
 local fields = {}
 for i = 1, nqueues do
-  local items = redis.call('RPOP', KEYS[2 + i], count)
+  local items = false
+  if paused[i] == 0 then
+    items = redis.call('RPOP', KEYS[2 + i], count)
+  end
   if items then
     local name = ARGV[names + i]
     for _, item in ipairs(items) do
@@ -43,7 +48,7 @@ end
 if #fields > 0 then
   redis.call('HSET', KEYS[1], unpack(fields))
 else
-  -- Every queue is empty: the wake-up tokens left are stale.
+  -- Every queue is empty (or paused): the wake-up tokens left are stale.
   redis.call('DEL', unpack(KEYS, 3 + nqueues, 2 + 2 * nqueues))
 end
 return out
