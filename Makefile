@@ -2,7 +2,7 @@
 #
 #   make test     install, then ruff, mypy --strict and pytest
 #   make lint     install, then ruff and mypy only
-#   make demo     install, then a server and a client at work (python -m difo.demo)
+#   make demo     install, then a server and a client at work (difo demo)
 #   make bench    install, then bench/throughput.py (make bench BENCH_ARGS=--quick)
 #
 # The install reruns only when pyproject.toml is newer than the stamp in .venv, so repeated
@@ -32,7 +32,7 @@ lint: install
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m difo.demo
+	$(BIN)/difo demo
 
 bench: install
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)

@@ -106,7 +106,7 @@ def test_inline_gives_arguments_after_a_json_round_trip() -> None:
     with testing.inline():
         difo.perform(mutate, values, options)
     [(_, (got_values, got_options))] = calls
-    assert got_values == [1, 2, 99]
+    assert got_values == [1, 2, 99] and got_options["changed"] is True
     assert values == [1, 2] and options == {"nested": {"a": None, "b": True}}  # untouched
 
 

@@ -23,7 +23,7 @@ from difo import unit
 from difo.backends.redis import keys
 from difo.client import Client
 from tests import functions
-from tests.conftest import ServerProcess, wait_for
+from tests.conftest import RedisServer, ServerProcess, wait_for
 
 FAST = {"DIFO_HEARTBEAT": "1", "DIFO_DEAD_AFTER": "3"}
 RELIABILITY = ("--import", "tests.reliability_functions")
@@ -105,6 +105,34 @@ def test_recovery_works_with_dead_after_at_twice_the_heartbeat(
     first.kill()
     start_server("-w", "2", env=env)
     wait_for(lambda: len(results(r, "edge", "started")) == 4, timeout=20)
+
+
+def test_after_beats_failed_for_longer_than_dead_after_no_live_server_is_recovered(
+    client: Client, r: redis.Redis, start_server: Start, redis_server: RedisServer
+) -> None:
+    """When every beat fails for a while (a Redis outage), all servers look dead at once: a
+    server recovers others only on a steady beat, by when the live ones have beaten again.
+    The outage is real for the beats alone: their user loses PING, which a beat starts with."""
+    user = "difo-beats"
+    r.acl_setuser(user, enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all"])
+    url = f"redis://{user}:secret@127.0.0.1:{redis_server.port}/0"
+    servers = [start_server("-w", "2", "--prefetch", "0", env={**FAST, "REDIS_URL": url})
+               for _ in range(2)]
+    try:
+        registered(r, 2)
+        difo.perform_bulk(functions.sleep_then_record, [["outage", 20, i] for i in range(4)])
+        wait_for(lambda: len(results(r, "outage", "started")) == 4, timeout=15)
+        r.acl_setuser(user, commands=["-ping"])
+        time.sleep(4.5)  # every beat is now older than DIFO_DEAD_AFTER (3 s)
+        r.acl_setuser(user, commands=["+ping"])
+        time.sleep(3)  # several good beats
+        assert sorted(results(r, "outage", "started")) == [0, 1, 2, 3]  # nothing ran twice
+        assert not any("recovered" in server.log() for server in servers)
+        assert all("heartbeat:" in server.log() for server in servers)  # the beats failed
+    finally:
+        for server in servers:
+            server.kill()
+        r.acl_deluser(user)
 
 
 def test_dropped_connections_lose_no_unit_and_leave_nothing_in_flight(

@@ -47,7 +47,7 @@ def run(url: str, *args: str, input: str | None = None) -> Result:
     return result
 
 
-def failed_payload(marker: object, **fields: Any) -> bytes:
+def failed_payload(marker: Any, **fields: Any) -> bytes:
     built = unit.build("tests.sqlite_functions:record", ["-", marker], "default")
     built.update({"error_class": "ValueError", "error_message": f"bad {marker}",
                   "failed_at": unit.now(), "retry_count": 0, **fields})
@@ -95,7 +95,7 @@ def test_sorted_sets_move_units_between_places(url: str, backend: SQLiteBackend)
     backend.set_add("retry", time.time() + 90, failed_payload("r2"))
     retries = RetrySet(backend=url)
     first, second = list(retries)
-    assert first.error_class == "ValueError"
+    assert (first.error_class, second.error_message) == ("ValueError", "bad r2")
     assert retries.kill(first.jid)  # to the dead set
     dead = DeadSet(backend=url)
     assert [e.jid for e in dead] == [first.jid]

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,11 +29,11 @@ from difo.fetch import Fetcher
 from tests.sqlite import open_sqlite, url_for
 
 
-def payload(marker: object, queue: str = "default") -> bytes:
+def payload(marker: Any, queue: str = "default") -> bytes:
     return unit.encode(unit.build("tests.sqlite_functions:record", ["-", marker], queue))
 
 
-def marker_of(raw: bytes) -> object:
+def marker_of(raw: bytes) -> Any:
     return unit.decode(raw).args[1]
 
 
@@ -141,7 +142,7 @@ def test_a_file_from_a_newer_difo_is_refused(
 
 def test_an_unopenable_path_names_the_url(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(BackendUnavailable, match="file/sub/difo.db"):
+    with pytest.raises(BackendUnavailable, match=r"file/sub/difo\.db"):
         open_backend(f"sqlite:///{tmp_path}/file/sub/difo.db")
 
 
@@ -172,7 +173,7 @@ def test_weighted_order_takes_queues_in_proportion(backend: SQLiteBackend) -> No
     backend.push("default", [payload(i, "default") for i in range(300)])
     fetcher = Fetcher(backend, "p1", [QueueSpec("critical", 3), QueueSpec("default", 1)],
                       weighted=True, workers=1, prefetch=0)
-    taken = Counter()
+    taken: Counter[str] = Counter()
     for seq in range(1, 201):
         [claimed] = backend.claim("p1", fetcher.order(), 1, [], [], seq)
         taken[claimed.queue] += 1

@@ -22,7 +22,7 @@ import pytest
 import difo
 from difo import client as client_module
 from difo import unit
-from difo.api import DeadSet, ProcessSet
+from difo.api import DeadSet
 from difo.backends.sqlite import SQLiteBackend
 from difo.client import Client
 from tests import sqlite_functions as functions

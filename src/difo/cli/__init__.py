@@ -122,3 +122,12 @@ def fail(exc: DifoError) -> None:
 
 # The other commands register themselves on `main`.
 from difo.cli import sets, stats  # noqa: E402, F401
+
+
+@main.command()
+@click.option("--url", help="Run on this backend (default: a temporary SQLite file).")
+def demo(url: str | None) -> None:
+    """A server and a client at work: fast, slow, failing, scheduled and periodic units."""
+    from difo import demo as demo_module
+
+    sys.exit(demo_module.main(url))

@@ -131,7 +131,9 @@ class SQLiteBackend:
             yield db
             db.execute("COMMIT")
         except BaseException as exc:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT may already have rolled back
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise BackendError(f"{self.url}: {exc}") from exc
             raise
@@ -262,16 +264,20 @@ class SQLiteBackend:
         return claimed
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
-        db = self.db
+        # Any commit by another connection wakes: a push, but also a beat or an ack. A
+        # spurious wake-up costs one empty claim; a missed one would cost a unit's latency.
         deadline = time.monotonic() + timeout
-        version = db.execute("PRAGMA data_version").fetchone()[0]
+        version = self._data_version()
         pause = 0.001
         while time.monotonic() < deadline:
             time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
-            if db.execute("PRAGMA data_version").fetchone()[0] != version:
+            if self._data_version() != version:
                 return True
             pause = min(pause * 2, MAX_POLL)
         return False
+
+    def _data_version(self) -> int:
+        return int(self._read("PRAGMA data_version")[0][0])
 
     def mark_started(self, identity: str, refs: Sequence[str]) -> None:
         if refs:
@@ -630,8 +636,9 @@ class SQLiteBackend:
         sizes = self.queue_sizes(names)
         oldest: dict[str, bytes] = {}
         for name in names:
-            if sizes[name]:
-                oldest[name] = self.queue_range(name, -1, -1)[0]
+            found = self.queue_range(name, -1, -1) if sizes[name] else []
+            if found:  # the queue may have emptied since it was counted
+                oldest[name] = found[0]
         processes = self._read("SELECT COUNT(*), COALESCE(SUM(busy), 0) FROM processes "
                                "WHERE expires_at > ?", (now,))[0]
         return StatsSnapshot(
