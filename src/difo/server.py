@@ -98,8 +98,10 @@ class Server:
                           for s in self.settings.queues)
         log.info("difo server %s started: %d workers on %s, queues %s", self.identity,
                  self.settings.workers, self.backend.url, queues)
-        while not self.stopping.wait(1.0):
-            pass
+        # Poll rather than Event.wait: a signal handler setting the event while this thread
+        # holds the event's lock would deadlock.
+        while not self.stopping.is_set():
+            time.sleep(0.1)
         self._shutdown()
 
     def _start_threads(self) -> None:

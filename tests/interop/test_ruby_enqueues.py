@@ -111,8 +111,9 @@ def test_failures_follow_the_payload_retry_option(
     assert_failed(entry, pushed.payload(retry_2), count=0, message="retry-2")
     assert 15 <= entry["score"] - entry["item"]["failed_at"] <= 24.01
     refused = dead[ruby_class]["item"]
-    assert refused["class"] == "HardJob" and refused["retry"] is False
-    assert "not a difo function name" in refused["error_message"]
+    # Refused at once (no retry), with the payload's own retry option left as Ruby wrote it.
+    assert refused["class"] == "HardJob" and "retry_count" in refused
+    assert refused["retry_count"] == 0 and "not a difo function name" in refused["error_message"]
     # The default retry goes to the retry queue.
     assert retries[default]["item"]["queue"] == "rb-later"
     assert retries[default]["item"]["retry"] is True

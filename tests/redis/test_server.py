@@ -1,6 +1,7 @@
 """Reliability of real `difo server` processes over Redis: no unit lost when a server is
-killed or stopped, junk and refused units sent to dead, queue order, poison pills, an idle
-server's cost and latency, and the counts.
+killed or stopped or its connections drop, no live server's units taken after its beats
+failed, junk and refused units sent to dead, queue order, poison pills, an idle server's cost
+and latency, and the counts.
 
 Servers beat every second and count as dead after 3 s here, to keep recovery fast. Time
 bounds are loose (about ten times what the design targets): they catch a hang or a lost

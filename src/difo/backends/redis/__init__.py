@@ -170,9 +170,16 @@ class RedisBackend:
     def requeue(self, identity: str, units: Sequence[tuple[str, str]]) -> int:
         if not units:
             return 0
-        keys_ = [keys.in_flight(identity), keys.started(identity)]
-        keys_ += [keys.queue(queue) for _, queue in units]
-        return int(self._run("requeue", keys_, [ref for ref, _ in units]))
+        moved = 0
+        for start in range(0, len(units), 500):
+            chunk = units[start : start + 500]
+            keys_ = [keys.in_flight(identity), keys.started(identity), keys.QUEUES]
+            args: list[str] = []
+            for ref, queue in chunk:
+                keys_ += [keys.queue(queue), keys.wake(queue)]
+                args += [ref, queue]
+            moved += int(self._run("requeue", keys_, args))
+        return moved
 
     def retry_later(self, identity: str, ref: str, raw: bytes, at: float) -> None:
         keys_ = (keys.in_flight(identity), keys.started(identity), keys.RETRY)

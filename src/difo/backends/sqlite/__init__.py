@@ -477,21 +477,28 @@ class SQLiteBackend:
         self._held[identity] = fd
 
     def _is_dead(self, identity: str, now: float, dead_after: float) -> bool:
-        """Dead when its lock file is free; without one, when its beat is too old. A lock
-        this process holds says nothing (one process beating for several identities, as
-        tests do): its beat decides, as on Redis."""
-        path = self._lock_path(identity)
+        """Dead when its lock file is free. Without a lock file to probe, its beat decides,
+        as on Redis: so too for a lock this very process holds (one process beating for
+        several identities, as tests do), which a probe from here cannot tell apart."""
+        if not self._held_here(identity):
+            free = self._lock_is_free(identity)
+            if free is not None:
+                return free
+        rows = self._read("SELECT beat FROM beats WHERE identity = ?", (identity,))
+        return not rows or float(rows[0][0]) < now - dead_after
+
+    def _lock_is_free(self, identity: str) -> bool | None:
+        """Whether nobody holds `identity`'s lock file; None when there is none to probe."""
         try:
-            if self._held_here(identity):
-                raise FileNotFoundError(path)
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            rows = self._read("SELECT beat FROM beats WHERE identity = ?", (identity,))
-            return not rows or float(rows[0][0]) < now - dead_after
+            fd = os.open(self._lock_path(identity), os.O_RDWR)
+        except OSError:
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        except OSError:
+            return None
         finally:
             os.close(fd)
         return True
