@@ -3,7 +3,8 @@
 #   make test     install, then ruff, mypy --strict and pytest
 #   make lint     install, then ruff and mypy only
 #   make demo     install, then a server and a client at work (difo demo)
-#   make bench    install, then bench/throughput.py (make bench BENCH_ARGS=--quick)
+#   make bench    install, then bench/compare.py: difo beside RQ, Celery, Dramatiq, Huey, arq
+#                 and Sidekiq (make bench BENCH_ARGS=--quick; peers go to bench/.peers/)
 #
 # The install reruns only when pyproject.toml is newer than the stamp in .venv, so repeated
 # runs go straight to the work. Nothing here uses apt-get or sudo: `.ci/run` installs system
@@ -35,7 +36,7 @@ demo: install
 	$(BIN)/difo demo
 
 bench: install
-	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
+	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { \

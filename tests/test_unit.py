@@ -328,3 +328,53 @@ def test_parameter_names_are_read_only_when_a_message_needs_them() -> None:
     with pytest.raises(ArgumentError):
         unit.check_args(FUNCTION, ["tag", 1, (1,)], names)
     assert calls == [1]
+
+
+# -- the fast paths (orjson, payload templates): the standard library's bytes and values ------
+
+from hypothesis import given  # noqa: E402  (only these tests use it)
+from hypothesis import strategies as st  # noqa: E402
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)))  # UTF-8 carries no lone surrogate
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | _TEXT
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.lists(_VALUES, max_size=4))
+def test_a_template_writes_the_bytes_encode_writes(args: list[Any]) -> None:
+    options = {"retry": 3, "backtrace": True, "tags": ["a", 1.0]}
+    expected = unit.encode(unit.build("m:f", args, "q", options, jid="j" * 24, created_at=1.5))
+    fast = unit.encode_checked(args)
+    if fast is not None:  # None: only the standard library writes these args exactly
+        assert unit.Template("m:f", "q", options, enqueued=True).render(fast, "j" * 24,
+                                                                         1.5) == expected
+
+
+@pytest.mark.parametrize("args", [[1e-05], [1.5e-07], [2**64], ["bad \udc80 text"]])
+def test_encode_checked_leaves_what_orjson_writes_otherwise_to_encode(args: list[Any]) -> None:
+    assert unit.encode_checked(args) is None
+
+
+def test_a_template_refuses_options_that_move_its_fields() -> None:
+    with pytest.raises(ValueError, match="reorder"):
+        unit.Template("m:f", "q", {"created_at": 1.0}, enqueued=True)
+
+
+@given(_VALUES)
+def test_decode_reads_what_json_loads_reads(value: Any) -> None:
+    raw = json.dumps({"class": "m:f", "args": [value]}).encode()
+    assert same(unit.decode(raw).args, json.loads(raw)["args"])
+
+
+@pytest.mark.parametrize("raw", [
+    b"[18446744073709551616, -9223372036854775809, 12345678901234567890123]",
+    b"\xef\xbb\xbf[1]",
+])
+def test_the_json_reader_falls_back_where_orjson_differs(raw: bytes) -> None:
+    """orjson reads integers beyond 64 bits as floats and refuses a BOM: the standard
+    library reads those, exactly as before."""
+    assert repr(unit._loads(raw)) == repr(json.loads(raw))

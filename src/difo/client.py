@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
@@ -20,6 +21,7 @@ from difo.backends import Backend, open_backend
 from difo.errors import ArgumentError, BackendError, BulkWriteError
 
 BULK_CHUNK = 1_000
+TEMPLATE_CACHE = 1_000  # (function, queue) pairs whose payload template is kept
 # Sidekiq's rule: a perform_in "delay" this large is taken as an absolute epoch time.
 EPOCH_THRESHOLD = 1_000_000_000
 
@@ -32,6 +34,8 @@ class Client:
         self._backend = backend
         self._lock = threading.Lock()
         self._names: dict[Any, tuple[str, dict[str, Any], str]] = {}
+        self._templates: dict[tuple[str, str], unit.Template | None] = {}
+        self._queues: set[str] = set()
 
     @property
     def backend(self) -> Backend:
@@ -50,12 +54,9 @@ class Client:
 
     def push(self, fn: Callable[..., Any], args: Sequence[object], queue: str | None = None) -> str:
         """Enqueue one unit now; return its jid."""
-        name, options, default_queue = self._describe(fn)
-        checked = unit.check_args(name, args, _names_of(fn))
-        target = config.check_queue_name(default_queue if queue is None else queue)
-        payload = unit.build(name, checked, target, options)
-        self.backend.push(target, [unit.encode(payload)])
-        return str(payload["jid"])
+        target, jid, raw = self.prepare(fn, args, queue)
+        self.backend.push(target, [raw])
+        return jid
 
     def push_at(
         self, when: float, fn: Callable[..., Any], args: Sequence[object], queue: str | None = None
@@ -83,6 +84,50 @@ class Client:
         whole; a bad argument then stops it with the earlier chunks already written (the error
         says how many).
         """
+        name, target, chunks = self.prepare_bulk(fn, args_list, queue)
+        jids: list[str] = []
+        try:
+            for chunk_jids, encoded in chunks:
+                try:
+                    self.backend.push(target, encoded)
+                except BackendError as exc:
+                    if not jids:
+                        raise  # nothing written: the plain error (BackendUnavailable) says it
+                    raise bulk_write_error(name, len(jids), exc) from exc
+                jids.extend(chunk_jids)
+        except ArgumentError as exc:
+            if jids:
+                raise bulk_argument_error(exc, len(jids)) from None
+            raise
+        return jids
+
+    # -- the pure half, shared with difo.aio's client ------------------------------------------
+
+    def prepare(
+        self, fn: Callable[..., Any], args: Sequence[object], queue: str | None = None,
+        *, enqueued: bool = True,
+    ) -> tuple[str, str, bytes]:
+        """(target queue, jid, payload) of one unit of `fn(*args)`: every check, no write."""
+        name, options, default_queue = self._describe(fn)
+        checked = unit.check_args(name, args, _names_of(fn))
+        target = self._queue(default_queue if queue is None else queue)
+        template = self._template(name, target, options) if enqueued else None
+        encoded_args = unit.encode_checked(checked) if template is not None else None
+        if template is None or encoded_args is None:
+            payload = unit.build(name, checked, target, options, enqueued=enqueued)
+            return target, str(payload["jid"]), unit.encode(payload)
+        jid = unit.new_jid()
+        return target, jid, template.render(encoded_args, jid, unit.now())
+
+    def prepare_bulk(
+        self, fn: Callable[..., Any], args_list: Iterable[Sequence[object]],
+        queue: str | None = None,
+    ) -> tuple[str, str, Iterator[tuple[list[str], list[bytes]]]]:
+        """(function name, target queue, chunks of (jids, payloads)) of a bulk enqueue.
+
+        A list (or other sequence) is checked whole before this returns; any other iterable
+        is read and checked one chunk at a time as chunks are taken (ArgumentError then comes
+        from the iteration)."""
         name, options, default_queue = self._describe(fn)
         target = config.check_queue_name(default_queue if queue is None else queue)
         names = _names_of(fn)
@@ -95,29 +140,9 @@ class Client:
             )
         else:
             chunks = self._checked_chunks(name, args_list, names)
-        jids: list[str] = []
-        try:
-            for chunk in chunks:
-                stamp = unit.now()
-                payloads = [unit.build(name, args, target, options, created_at=stamp)
-                            for args in chunk]
-                encoded = [unit.encode(p) for p in payloads]
-                try:
-                    self.backend.push(target, encoded)
-                except BackendError as exc:
-                    if not jids:
-                        raise  # nothing written: the plain error (BackendUnavailable) says it
-                    raise BulkWriteError(
-                        f"perform_bulk of {name} stopped after {len(jids)} units: {exc}",
-                        written=len(jids),
-                    ) from exc
-                jids.extend(str(p["jid"]) for p in payloads)
-        except ArgumentError as exc:
-            if jids:
-                raise ArgumentError(f"{exc} ({len(jids)} units of earlier chunks were "
-                                    "already enqueued)") from None
-            raise
-        return jids
+        encoded = (self._encode_chunk(name, target, options, chunk, unit.now())
+                   for chunk in chunks)
+        return name, target, encoded
 
     def _checked_chunks(
         self, name: str, args_iter: Iterable[Sequence[object]], names: Callable[[], Sequence[str]]
@@ -145,6 +170,60 @@ class Client:
         except ArgumentError as exc:
             raise ArgumentError(f"perform_bulk item {index}: {exc}") from None
 
+    def _encode_chunk(
+        self, name: str, target: str, options: dict[str, Any], chunk: list[unit.Args],
+        stamp: float,
+    ) -> tuple[list[str], list[bytes]]:
+        """(jids, payloads) of one chunk: the template's bytes with args and jid filled in,
+        or, for a unit only the standard library encodes exactly, `unit.encode`."""
+        template = self._template(name, target, options)
+        hexes = os.urandom(12 * len(chunk)).hex()  # 24 hex characters per jid, as new_jid
+        jids = [hexes[start : start + 24] for start in range(0, len(hexes), 24)]
+        if template is None:
+            return jids, [unit.encode(unit.build(name, args, target, options, jid=jid,
+                                                 created_at=stamp))
+                          for args, jid in zip(chunk, jids, strict=True)]
+        head, between, tail = template.frame(stamp)
+        raw_jids = hexes.encode()
+        join = b"".join
+        encoded: list[bytes] = []
+        for index, args in enumerate(chunk):
+            encoded_args = unit.encode_checked(args)
+            if encoded_args is None:
+                payload = unit.build(name, args, target, options, jid=jids[index],
+                                     created_at=stamp)
+                encoded.append(unit.encode(payload))
+            else:
+                start = 24 * index
+                encoded.append(join((head, encoded_args, between,
+                                     raw_jids[start : start + 24], tail)))
+        return jids, encoded
+
+    def _template(self, name: str, target: str, options: dict[str, Any]) -> unit.Template | None:
+        """The payload template of a function on a queue, cached; None where options
+        reorder the payload's fields (then every unit is built and encoded whole)."""
+        key = (name, target)
+        try:
+            return self._templates[key]
+        except KeyError:
+            pass
+        try:
+            template: unit.Template | None = unit.Template(name, target, options, enqueued=True)
+        except ValueError:
+            template = None
+        if len(self._templates) < TEMPLATE_CACHE:
+            self._templates[key] = template
+        return template
+
+    def _queue(self, name: str) -> str:
+        """`config.check_queue_name`, remembering names already checked."""
+        if type(name) is str and name in self._queues:
+            return name
+        checked = config.check_queue_name(name)
+        if len(self._queues) < TEMPLATE_CACHE:
+            self._queues.add(checked)
+        return checked
+
     def _describe(self, fn: Callable[..., Any]) -> tuple[str, dict[str, Any], str]:
         """(name, payload options, default queue) of `fn`, cached."""
         try:
@@ -158,6 +237,17 @@ class Client:
         with contextlib.suppress(TypeError):
             self._names[fn] = described
         return described
+
+
+def bulk_write_error(name: str, written: int, exc: BackendError) -> BulkWriteError:
+    """The error of a bulk enqueue whose write failed after `written` units were stored."""
+    return BulkWriteError(f"perform_bulk of {name} stopped after {written} units: {exc}",
+                          written=written)
+
+
+def bulk_argument_error(exc: ArgumentError, written: int) -> ArgumentError:
+    """The error of a lazily checked bulk enqueue refused after `written` units were stored."""
+    return ArgumentError(f"{exc} ({written} units of earlier chunks were already enqueued)")
 
 
 def _names_of(fn: Callable[..., Any]) -> Callable[[], Sequence[str]]:

@@ -70,6 +70,11 @@ class Settings:
     poll_interval: float = 0.5
     prefetch: int | None = None
     tag: str = ""
+    async_workers: int = 100
+    processes: int = 1
+    max_units_per_child: int | None = None
+    max_memory: int | None = None  # MB of resident memory before a child is recycled
+    setup: str | None = None  # "module:function" called before the server starts
 
     @property
     def backend_url(self) -> BackendURL:
@@ -277,6 +282,17 @@ def _count(raw: str, name: str) -> int:
     return _int(raw, name, minimum=0)
 
 
+def _positive_count(raw: str, name: str) -> int:
+    return _int(raw, name, minimum=1)
+
+
+def parse_megabytes(raw: str, name: str) -> int:
+    """`512`, `512M` or `2G` -> megabytes."""
+    text = raw.strip().upper().removesuffix("B")
+    factor = 1024 if text.endswith("G") else 1
+    return _int(text.rstrip("MG") or raw, name, minimum=1) * factor
+
+
 _DIFO_SETTINGS: tuple[tuple[str, str, Any], ...] = (
     ("DIFO_TIMEOUT", "timeout", _seconds),
     ("DIFO_UNIT_TIMEOUT", "unit_timeout", _positive_seconds),
@@ -288,6 +304,11 @@ _DIFO_SETTINGS: tuple[tuple[str, str, Any], ...] = (
     ("DIFO_POLL_INTERVAL", "poll_interval", _positive_seconds),
     ("DIFO_PREFETCH", "prefetch", _count),
     ("DIFO_TAG", "tag", _text),
+    ("DIFO_ASYNC_WORKERS", "async_workers", _positive_count),
+    ("DIFO_PROCESSES", "processes", _positive_count),
+    ("DIFO_MAX_UNITS_PER_CHILD", "max_units_per_child", _positive_count),
+    ("DIFO_MAX_MEMORY", "max_memory", parse_megabytes),
+    ("DIFO_SETUP", "setup", _text),
 )
 
 
@@ -295,6 +316,14 @@ def _check(settings: Settings) -> None:
     """Checks that span settings, or that flags (already typed by click) may still break."""
     if settings.workers < 1:
         raise ConfigError(f"WORKERS={settings.workers} must be at least 1")
+    for name, value in (("DIFO_ASYNC_WORKERS", settings.async_workers),
+                        ("DIFO_PROCESSES", settings.processes),
+                        ("DIFO_MAX_UNITS_PER_CHILD", settings.max_units_per_child),
+                        ("DIFO_MAX_MEMORY", settings.max_memory)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}={value} must be at least 1")
+    if settings.setup is not None and ":" not in settings.setup:
+        raise ConfigError(f"DIFO_SETUP={settings.setup!r} must be module:function")
     if settings.heartbeat * 2 > settings.dead_after:
         raise ConfigError(
             f"DIFO_DEAD_AFTER={settings.dead_after:g} must be at least twice "

@@ -39,5 +39,9 @@ class UnitRefused(DifoError):
     """A unit names a function the server may not call (not registered, module not imported)."""
 
 
+class UnitTimeout(DifoError):
+    """A unit ran longer than its time limit (`@difo.job(timeout=...)`, DIFO_UNIT_TIMEOUT)."""
+
+
 class PayloadError(DifoError):
     """A stored payload is not a valid unit (not JSON, or lacking `class`/`args`)."""

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from queue import Empty, SimpleQueue
 
 from difo.backends import Backend, Claimed
@@ -58,6 +58,9 @@ class Fetcher:
         self._seq = 1
         self._reconcile = False
         self._failures = 0
+        # Units handed to the event loop (async def) free their worker thread: they are not
+        # counted against the threads' capacity, so prefetch stays bounded for both kinds.
+        self.handed_off: Callable[[], int] = _none
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -133,7 +136,8 @@ class Fetcher:
             return 0
         if self.inbox.qsize() > self.low_water:
             return 0
-        return max(self.capacity - len(self.outstanding) + len(self._acks), 0)
+        return max(self.capacity - len(self.outstanding) + len(self._acks)
+                   + self.handed_off(), 0)
 
     def _collect(self) -> None:
         done = self.done
@@ -187,6 +191,10 @@ class Fetcher:
         if self._failures == 1 or self._failures % 20 == 0:
             log.warning("%s; retrying in %.2f s", exc, delay)
         time.sleep(delay)
+
+
+def _none() -> int:
+    return 0
 
 
 def _seq_of(unit: Claimed) -> int:

@@ -11,6 +11,7 @@ than running it twice.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 from difo import config, logs
+from difo.asyncpool import AsyncPool
 from difo.backends import Backend, open_backend
 from difo.config import Settings
 from difo.errors import BackendError
@@ -27,9 +29,15 @@ from difo.fetch import Fetcher
 from difo.heartbeat import Heartbeat, new_identity
 from difo.registry import Resolver
 from difo.scheduler import Scheduler
+from difo.timeouts import Watchdog
 from difo.worker import Runner, WorkerState, work
 
 log = logging.getLogger("difo.server")
+
+# Exit codes a supervisor reads: 0 stopped on request (not restarted), RESTART asks for a
+# fresh process at once (recycled, or a unit's thread would not stop); anything else crashed.
+RESTART = 75
+SUPERVISED = "DIFO_SUPERVISED"  # set in the environment of a supervisor's children
 
 
 class Server:
@@ -48,12 +56,18 @@ class Server:
         self.hard_stop = threading.Event()  # skip the grace period
         self._services_stop = threading.Event()
         self.states = [WorkerState(index) for index in range(settings.workers)]
+        self.pool = AsyncPool(settings.async_workers, settings.workers, self.fetcher.notify)
+        self.fetcher.handed_off = self.pool.running
         self.runner = Runner(self.backend, self.identity, self.resolver, self.fetcher.done,
-                             self.hard_stop)
-        self.heartbeat = Heartbeat(self.backend, self.identity, settings, self.states,
+                             self.hard_stop, self.pool, settings.unit_timeout)
+        self.heartbeat = Heartbeat(self.backend, self.identity, settings,
+                                   self.states + self.pool.states,
                                    self.on_signal, self.fetcher.quiet.is_set,
                                    self.stopping.is_set)
         self.scheduler = Scheduler(self.backend, self.identity, settings.poll_interval)
+        self.watchdog = Watchdog(self.states, self.runner, self._restart_for_stuck_thread)
+        self.supervised = os.environ.get(SUPERVISED) == "1"
+        self.exit_code = 0
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
 
@@ -100,12 +114,48 @@ class Server:
                  self.settings.workers, self.backend.url, queues)
         # Poll rather than Event.wait: a signal handler setting the event while this thread
         # holds the event's lock would deadlock.
+        ticks = 0
         while not self.stopping.is_set():
             time.sleep(0.1)
+            ticks += 1
+            if ticks % 10 == 0:
+                self._check_recycle()
         self._shutdown()
+
+    def _check_recycle(self) -> None:
+        """Under a supervisor: past --max-units-per-child or --max-memory, stop gracefully
+        and exit with RESTART, so a fresh process takes over (no unit is lost: the stop is
+        the graceful one)."""
+        if not self.supervised:
+            return
+        settings, reason = self.settings, ""
+        if settings.max_units_per_child is not None:
+            done = sum(state.processed for state in self.heartbeat.states)
+            if done >= settings.max_units_per_child:
+                reason = f"{done} units run (--max-units-per-child {settings.max_units_per_child})"
+        if not reason and settings.max_memory is not None:
+            from difo.heartbeat import rss_kb
+
+            rss = rss_kb() // 1024
+            if rss > settings.max_memory:
+                reason = f"{rss} MB resident (--max-memory {settings.max_memory} MB)"
+        if reason:
+            log.info("recycling this server process: %s", reason)
+            self.exit_code = RESTART
+            self.stopping.set()
+
+    def _restart_for_stuck_thread(self) -> None:
+        if self.supervised:
+            self.exit_code = RESTART
+            self.stopping.set()
+        else:
+            log.error("a worker thread is lost to a unit that will not stop; run the server "
+                      "with DIFO_UNIT_TIMEOUT set (it then runs under a supervisor that "
+                      "restarts the process)")
 
     def _start_threads(self) -> None:
         fetcher = self.fetcher
+        self.pool.start()
         for state in self.states:
             thread = threading.Thread(
                 target=work, name=f"difo-worker-{state.index}", daemon=True,
@@ -117,6 +167,7 @@ class Server:
             ("difo-fetcher", self._fetch_loop),
             ("difo-heartbeat", lambda: self.heartbeat.run(self._services_stop)),
             ("difo-scheduler", lambda: self.scheduler.run(self._services_stop)),
+            ("difo-watchdog", lambda: self.watchdog.run(self._services_stop)),
         ]
         for name, target in services:
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -134,13 +185,15 @@ class Server:
     def _shutdown(self) -> None:
         fetcher = self.fetcher
         fetcher.quiet.set()
+        self.pool.closing.set()  # a unit still waiting for an async slot is put back
         # Take the waiting units now, or a worker freed while the fetcher finishes its pass
         # would start one after the signal; then those of a claim that was under way.
         waiting = fetcher.take_waiting()
         self._threads[0].join()  # the fetcher's pass ends within its wait bound
         waiting += fetcher.take_waiting()
         log.info("stopping: %d units running, %d not started put back",
-                 sum(1 for s in self.states if s.current is not None), len(waiting))
+                 sum(1 for s in self.states if s.current is not None) + self.pool.running(),
+                 len(waiting))
         self._put_back(waiting)
         for _ in self._workers:
             fetcher.inbox.put(None)
@@ -151,7 +204,13 @@ class Server:
             for thread in self._workers:
                 thread.join(timeout=0.05)
             self._try(fetcher.flush)
+        # Async units get the same grace period, then are cancelled and put back.
+        self.pool.wait_idle(deadline, self.hard_stop, lambda: self._try(fetcher.flush))
         self.hard_stop.set()  # settle calls still in progress give up now
+        if self.pool.running():
+            log.info("cancelling %d async units still running; they go back to their queues",
+                     self.pool.cancel_all())
+        self.pool.stop()
         self._try(fetcher.flush)
         self._put_back(list(fetcher.outstanding.values()))
         self._services_stop.set()
@@ -212,19 +271,37 @@ class Server:
 
 def start(
     imports: Iterable[str] = (), settings: Settings | None = None, **overrides: Any
-) -> None:
+) -> int:
     """Run a server until it stops (blocking), configured from the environment, then
-    `settings`/`overrides` (the same names as the flags: workers, queues, url, timeout...)."""
+    `settings`/`overrides` (the same names as the flags: workers, queues, url, timeout...).
+    Returns the exit code for a supervisor (0, or RESTART)."""
     base = settings or config.load()
     chosen = base.with_overrides(**overrides)
     if imports:
         chosen = chosen.with_overrides(imports=tuple(chosen.imports) + tuple(imports))
     if not logging.getLogger("difo").handlers:
         logs.configure(chosen.log_level, chosen.log_format)
+    if chosen.setup:
+        call_setup(chosen.setup)
     server = Server(chosen)
     if threading.current_thread() is threading.main_thread():
         server.install_signal_handlers()
     server.run()
+    return server.exit_code
+
+
+def call_setup(target: str) -> None:
+    """Call the `--setup module:function` hook (e.g. one calling django.setup())."""
+    import importlib
+
+    from difo.errors import ConfigError
+
+    module_name, _, name = target.partition(":")
+    try:
+        hook = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--setup {target!r}: {exc}") from exc
+    hook()
 
 
 def _dump_threads() -> None:

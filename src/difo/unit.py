@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypedDict
 
+import orjson
+
 from difo.errors import ArgumentError, PayloadError
 
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
@@ -43,7 +45,29 @@ class Payload(TypedDict, total=False):
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
-_loads = json.loads
+
+
+# Every byte to b"0" if it is a digit, else to b" ": a run of 20 digits is then one `in`.
+_DIGITS = bytes(48 if 48 <= byte < 58 else 32 for byte in range(256))
+_LONG_DIGITS = b"0" * 20
+
+
+def _loads(raw: bytes | str) -> Any:
+    # orjson reads bytes without the standard library's encoding detection: a drain's
+    # biggest cost was json.loads (docs/performance.md). The standard library still decides
+    # where the two differ, so a payload decodes, or fails, exactly as it always did: what
+    # orjson refuses (NaN, 1e400, lone surrogate escapes, a BOM, invalid UTF-8), and
+    # integers beyond 64 bits, which orjson reads as floats (any run of 20 digits goes).
+    if isinstance(raw, bytes) and _LONG_DIGITS not in raw.translate(_DIGITS):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    value = json.loads(raw)
+    # What only the standard library reads (NaN, 1e400, a lone surrogate escape) could never
+    # be written again when the unit moves on (retry, dead): refuse it here, as orjson does.
+    _dumps(value).encode()
+    return value
 
 
 def new_jid() -> str:
@@ -71,6 +95,69 @@ def encode(payload: dict[str, Any]) -> bytes:
             f"unit {payload.get('class')!r} cannot be written as JSON: {exc}; "
             "pass finite numbers and no circular references"
         ) from None
+
+
+def encode_checked(value: JSON) -> bytes | None:
+    """The bytes `encode` writes for a value check_args passed, fast; None where only the
+    standard library's output is exact (the caller then takes `encode` and its errors).
+
+    orjson writes what json writes for plain data, except floats below 1e-4 (`0.00001` and
+    `1.5e-7` for Python's `1e-05` and `1.5e-07`) and what it refuses (integers beyond 64
+    bits, lone surrogates): those fall back.
+    """
+    try:
+        out = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return None
+    if b"e-" in out or b"0.0000" in out:
+        return None
+    return out
+
+
+class Template:
+    """The encoded payload of one function and queue, with holes for args, jid and time.
+
+    `render` returns exactly `encode(build(...))` of the same fields, built by splitting a
+    payload encoded once around markers, so only the parts that change are encoded per unit.
+    """
+
+    _ARGS, _JID, _TIME = "\x00difo-args\x00", "\x00difo-jid\x00", "\x00difo-time\x00"
+
+    def __init__(
+        self, class_name: str, queue: str, options: dict[str, Any] | None, *, enqueued: bool
+    ) -> None:
+        payload = build(class_name, [], queue, options, jid=self._JID, enqueued=enqueued)
+        payload["args"] = self._ARGS
+        payload["created_at"] = self._TIME
+        if enqueued:
+            payload["enqueued_at"] = self._TIME
+        text = encode(payload)
+        marks = [_dumps(mark).encode() for mark in (self._ARGS, self._JID, self._TIME)]
+        order = [marks[0], marks[1], marks[2]] + ([marks[2]] if enqueued else [])
+        parts = []
+        rest = text
+        for mark in order:
+            before, found, rest = rest.partition(mark)
+            if not found or mark in before:
+                raise ValueError("payload options reorder the template")
+            parts.append(before)
+        if any(mark in rest for mark in marks):
+            raise ValueError("payload options reorder the template")
+        parts.append(rest)
+        self.enqueued = enqueued
+        self._parts = parts
+
+    def frame(self, stamp: float) -> tuple[bytes, bytes, bytes]:
+        """(head, between, tail) for units created at `stamp`: a unit's payload is
+        head + encoded args + between + jid + tail."""
+        parts = self._parts
+        at = repr(stamp).encode()  # json writes a float with float.__repr__
+        tail = parts[2] + at + parts[3] + (at + parts[4] if self.enqueued else b"")
+        return parts[0], parts[1] + b'"', b'"' + tail
+
+    def render(self, args: bytes, jid: str, stamp: float) -> bytes:
+        head, between, tail = self.frame(stamp)
+        return b"".join((head, args, between, jid.encode(), tail))
 
 
 def build(
@@ -123,8 +210,11 @@ def decode(raw: bytes | str, queue: str = "") -> Unit:
         payload = _loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("payload is nested too deeply to read") from None
     if not isinstance(payload, dict):
         raise PayloadError(f"payload is JSON {type(payload).__name__}, not an object")
+    _check_writable(raw, payload)
     class_name = payload.get("class")
     if not isinstance(class_name, str) or not class_name:
         raise PayloadError("payload has no 'class' string")
@@ -139,6 +229,33 @@ def decode(raw: bytes | str, queue: str = "") -> Unit:
     if not isinstance(unit_queue, str) or not unit_queue:
         unit_queue = queue or "default"
     return Unit(jid, class_name, args, unit_queue, payload)
+
+
+def _check_writable(raw: bytes | str, payload: dict[str, Any]) -> None:
+    """PayloadError unless `payload` nests at most MAX_DEPTH + 2 deep (the payload object,
+    `args`, then the arguments): a deeper one would fail every move (retry, kill, promote)
+    on Python's recursion limit and never settle."""
+    opening = raw.count(b"[") + raw.count(b"{") if isinstance(raw, bytes) else (
+        raw.count("[") + raw.count("{"))
+    if opening > MAX_DEPTH and _depth(payload) > MAX_DEPTH + 2:
+        raise PayloadError(f"payload is nested more than {MAX_DEPTH} levels deep")
+
+
+def _depth(value: object) -> int:
+    """How deeply lists and dicts nest in `value`, without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, list):
+            children: Any = item
+        elif isinstance(item, dict):
+            children = item.values()
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def seconds(value: object) -> float | None:
@@ -173,6 +290,9 @@ def wrap_invalid(raw: bytes | str, reason: str, queue: str) -> dict[str, Any]:
 # -- argument checks ---------------------------------------------------------------------
 
 _SCALARS = (str, int, bool, type(None))
+# Arguments nest at most this deep: deeper ones would exceed Python's recursion limit when a
+# server writes the unit again (decode refuses a payload nested deeper than this plus 2).
+MAX_DEPTH = 500
 _ADVICE = {
     "tuple": "Pass a list instead",
     "set": "Pass sorted(...) as a list instead",

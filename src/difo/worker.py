@@ -9,19 +9,25 @@ worker, written by that worker only, and summed by the heartbeat: no lock on the
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from queue import SimpleQueue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from difo import retry, stats, unit
 from difo.backends import Backend, Claimed
-from difo.errors import BackendError, PayloadError, UnitRefused
+from difo.errors import BackendError, PayloadError, UnitRefused, UnitTimeout
 from difo.registry import FunctionMissing, Resolver
+
+if TYPE_CHECKING:
+    from difo.asyncpool import AsyncPool
 
 log = logging.getLogger("difo.unit")
 
@@ -37,6 +43,7 @@ FailureHook = Callable[[BaseException, "Current"], Any]
 _server_middleware: list[Middleware] = []
 _failure_hooks: list[FailureHook] = []
 _context = threading.local()
+_async_unit: ContextVar[unit.Unit | None] = ContextVar("difo_unit", default=None)
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class Current:
 
 def current() -> Current | None:
     """The running unit's context, or None outside a unit."""
-    running: unit.Unit | None = getattr(_context, "unit", None)
+    running: unit.Unit | None = getattr(_context, "unit", None) or _async_unit.get()
     if running is None:
         return None
     return Current(running.jid, running.queue, running.class_name, running.args,
@@ -75,7 +82,8 @@ def server_middleware(middleware: Middleware) -> Middleware:
 class WorkerState:
     """One worker's counters and current unit; written by that worker only."""
 
-    __slots__ = ("current", "failed", "functions", "index", "processed", "started_at", "tid")
+    __slots__ = ("abandoned", "current", "deadline", "failed", "functions", "guard", "ident",
+                 "index", "interrupted", "processed", "running", "started_at", "stuck_at", "tid")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -86,6 +94,14 @@ class WorkerState:
         self.started_at = 0.0
         # function -> [count, failures, seconds, buckets...] (difo.stats)
         self.functions: dict[str, list[float]] = {}
+        # A unit with a time limit (difo.timeouts): read by the watchdog under `guard`.
+        self.guard = threading.Lock()
+        self.ident = 0
+        self.deadline = 0.0  # monotonic; 0 when no limited unit runs
+        self.running: tuple[Claimed, unit.Unit] | None = None
+        self.interrupted = False
+        self.stuck_at = 0.0
+        self.abandoned = False
 
 
 class Runner:
@@ -98,13 +114,18 @@ class Runner:
         resolver: Resolver,
         done: deque[tuple[str, int]],
         stopping: threading.Event,
+        pool: AsyncPool | None = None,
+        unit_timeout: float | None = None,
     ) -> None:
         self.backend = backend
         self.identity = identity
         self.resolver = resolver
         self.done = done
         self.stopping = stopping
+        self.pool = pool
+        self.unit_timeout = unit_timeout
         self.log_units = log.isEnabledFor(logging.INFO)
+        self._is_async: dict[str, bool] = {}
 
     def run(self, claimed: Claimed, state: WorkerState) -> None:
         started = time.perf_counter()
@@ -122,7 +143,15 @@ class Runner:
         _context.unit = current
         try:
             fn = self.resolver.resolve(current.class_name)
-            if _server_middleware:
+            if self.pool is not None and self._async(current.class_name, fn):
+                if not self._hand_off(claimed, current, fn, kind, state, started):
+                    state.current = None  # stopping before a slot freed: put back, not run
+                    self.done.append((claimed.ref, KEEP))
+                return
+            limit = self.limit_for(fn)
+            if limit is not None:
+                self._run_limited(state, claimed, current, fn, limit)
+            elif _server_middleware:
                 _through_middleware(current, fn)
             else:
                 fn(*current.args)
@@ -130,9 +159,119 @@ class Runner:
             outcome, kind = "dead", self._refuse(claimed, current, exc)
         except Exception as exc:
             outcome, kind = self._fail(claimed, current, exc)
+        except _Abandoned:
+            return  # the watchdog failed the unit already
         finally:
             _context.unit = None
         self._finish(state, claimed, current, outcome, started, kind)
+
+    def _run_limited(
+        self, state: WorkerState, claimed: Claimed, current: unit.Unit, fn: Callable[..., Any],
+        limit: float,
+    ) -> None:
+        """Run a thread unit under the watchdog (difo.timeouts): UnitTimeout past `limit`."""
+        guard = state.guard
+        with guard:
+            state.ident = threading.get_ident()
+            state.running = (claimed, current)
+            state.interrupted = False
+            state.deadline = time.monotonic() + limit
+        interrupted = False
+        try:
+            if _server_middleware:
+                _through_middleware(current, fn)
+            else:
+                fn(*current.args)
+        except UnitTimeout:
+            if not state.interrupted:
+                raise
+        finally:
+            with guard:
+                state.deadline = 0.0
+                state.running = None
+                interrupted = state.interrupted
+                if interrupted:
+                    from difo.timeouts import clear_pending
+
+                    clear_pending(state.ident)
+            if state.abandoned:
+                state.abandoned = False
+                raise _Abandoned
+        if interrupted:
+            raise UnitTimeout(f"{current.class_name} ran longer than its {limit:g} s limit; "
+                              "it was stopped")
+
+    def abandon(self, state: WorkerState, claimed: Claimed, current: unit.Unit) -> None:
+        """Fail a unit whose thread would not stop (called by the watchdog); the thread's
+        own ending is then dropped."""
+        exc = UnitTimeout(f"{current.class_name} ran past its time limit and did not stop "
+                          "when interrupted; its server process was restarted")
+        outcome, kind = self._fail(claimed, current, exc)
+        started = time.perf_counter() - max(time.time() - state.started_at, 0.0)
+        self._finish(state, claimed, current, outcome, started, kind)
+
+    def limit_for(self, fn: Callable[..., Any]) -> float | None:
+        """The unit time limit: the function's own (`@difo.job(timeout=...)`), else
+        DIFO_UNIT_TIMEOUT; None for no limit."""
+        own = getattr(fn, "timeout", None)
+        return float(own) if isinstance(own, (int, float)) and own > 0 else self.unit_timeout
+
+    # -- async def units -----------------------------------------------------------------------
+
+    def _async(self, name: str, fn: Callable[..., Any]) -> bool:
+        try:
+            return self._is_async[name]
+        except KeyError:
+            found = self._is_async[name] = inspect.iscoroutinefunction(getattr(fn, "fn", fn))
+            return found
+
+    def _hand_off(
+        self, claimed: Claimed, current: unit.Unit, fn: Callable[..., Any], kind: int,
+        state: WorkerState, started: float,
+    ) -> bool:
+        """Move the unit to a free async slot and start it on the loop; False if the
+        server stops before a slot frees."""
+        assert self.pool is not None
+        slot = self.pool.acquire(self.stopping)
+        if slot is None:
+            return False
+        slot.current, slot.started_at = state.current, state.started_at
+        state.current = None
+        self.pool.submit(self._run_async(claimed, current, fn, kind, slot, started))
+        return True
+
+    async def _run_async(
+        self, claimed: Claimed, current: unit.Unit, fn: Callable[..., Any], kind: int,
+        slot: WorkerState, started: float,
+    ) -> None:
+        """Run an async unit on the loop and settle it like a thread's (failures are settled
+        in a thread: backend writes block)."""
+        assert self.pool is not None
+        outcome = "done"
+        token = _async_unit.set(current)
+        try:
+            if _server_middleware:
+                awaitable = _through_middleware(current, fn)
+            else:
+                awaitable = fn(*current.args)
+            if inspect.isawaitable(awaitable):
+                await _with_limit(awaitable, self.limit_for(fn), current)
+        except asyncio.CancelledError:
+            if self.stopping.is_set():  # cancelled at shutdown: put back, not failed
+                slot.current = None
+                self.done.append((claimed.ref, KEEP))
+                self.pool.release(slot)
+                return
+            outcome, kind = await asyncio.to_thread(
+                self._fail, claimed, current, UnitTimeout(f"{current.class_name} was cancelled"))
+        except UnitRefused as exc:
+            outcome, kind = "dead", await asyncio.to_thread(self._refuse, claimed, current, exc)
+        except Exception as exc:
+            outcome, kind = await asyncio.to_thread(self._fail, claimed, current, exc)
+        finally:
+            _async_unit.reset(token)
+        self._finish(slot, claimed, current, outcome, started, kind)
+        self.pool.release(slot)
 
     def _finish(
         self, state: WorkerState, claimed: Claimed, current: unit.Unit | None,
@@ -234,6 +373,31 @@ def work(
             # This worker is free and nothing waits for it: without a prefetch the fetcher
             # would otherwise claim only when its busy wait runs out.
             running_low()
+
+
+class _Abandoned(BaseException):
+    """The watchdog settled this thread's unit: drop the thread's own ending."""
+
+
+async def _with_limit(awaitable: Awaitable[Any], limit: float | None,
+                      current: unit.Unit) -> None:
+    """Await a unit, cancelling it past `limit` seconds (then UnitTimeout)."""
+    if limit is None:
+        await awaitable
+        return
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=limit)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if done:
+        task.result()
+        return
+    task.cancel()
+    await asyncio.wait({task}, timeout=1.0)  # a unit that swallows the cancel runs on alone
+    raise UnitTimeout(f"{current.class_name} ran longer than its {limit:g} s limit; "
+                      "it was cancelled")
 
 
 def _through_middleware(current: unit.Unit, fn: Callable[..., Any]) -> Any:

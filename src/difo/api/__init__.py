@@ -12,6 +12,7 @@ process's client uses (DIFO_URL / REDIS_URL).
 
 from __future__ import annotations
 
+from difo.api.connection import backend_for
 from difo.api.entries import Entry
 from difo.api.metrics import FunctionMetrics, Metrics, MinuteMetrics
 from difo.api.processes import Process, ProcessSet, Work, Workers
@@ -19,6 +20,11 @@ from difo.api.queues import Queue, QueueEntry
 from difo.api.sets import DeadSet, RetrySet, ScheduledSet, SetEntry, SortedSet
 from difo.api.stats import Day, Stats
 from difo.backends import Backend
+
+
+def backend_info(*, backend: Backend | str | None = None) -> dict[str, str]:
+    """What the backend is (Redis version, memory, clients, uptime; SQLite path and size)."""
+    return backend_for(backend).info()
 
 
 def find(jid: str, *, backend: Backend | str | None = None) -> Entry | None:
@@ -52,5 +58,6 @@ __all__ = [
     "Stats",
     "Work",
     "Workers",
+    "backend_info",
     "find",
 ]

@@ -84,6 +84,17 @@ class Queue:
         """The waiting unit with this jid, or None."""
         return next((entry for entry in self if entry.jid == jid), None)
 
+    def search(self, text: str, limit: int = 1000) -> list[QueueEntry]:
+        """Waiting units whose function name or jid contains `text`, newest first; at most
+        `limit` (the queue is read whole: a slow call on a deep queue)."""
+        found = []
+        for entry in self:
+            if text in entry.function or text in entry.jid:
+                found.append(entry)
+                if len(found) >= limit:
+                    break
+        return found
+
     def delete(self, jid: str) -> bool:
         """Remove the waiting unit with this jid; False when there is none."""
         entry = self.find(jid)

@@ -100,6 +100,17 @@ class SortedSet:
                 return entry
         return None
 
+    def search(self, text: str, limit: int = 1000) -> list[SetEntry]:
+        """Entries whose function name or jid contains `text` (case-sensitive), in this
+        set's order; at most `limit`. The backend narrows by a scan of the raw payloads."""
+        found = []
+        for raw, score in self.backend.set_scan(self.name, f"*{_glob_escape(text)}*"):
+            entry = SetEntry(self.backend, raw, self.name, score)
+            if text in entry.function or text in entry.jid:
+                found.append(entry)
+        found.sort(key=lambda entry: entry.score or 0.0, reverse=self.newest_first)
+        return found[:limit]
+
     def delete(self, jid: str) -> bool:
         entry = self.find(jid)
         return entry.delete() if entry else False

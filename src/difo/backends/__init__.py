@@ -138,6 +138,10 @@ class Backend(Protocol):
     def warnings(self) -> list[str]:
         """Problems a server should log at start (e.g. an evicting Redis)."""
 
+    def info(self) -> dict[str, str]:
+        """What the store is, for people (the dashboard): for Redis its version, memory,
+        clients and uptime; for SQLite the file's path and size. One read; values are text."""
+
     def push(self, queue: str, payloads: Sequence[bytes]) -> None:
         """Append units to `queue` atomically (all or none), registering the queue name and
         waking an idle server. Units pushed in one call are run in the order given."""

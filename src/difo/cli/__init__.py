@@ -9,6 +9,7 @@ and read through `difo.api`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from difo import __version__, config
+from difo import __version__, config, logs
 from difo.errors import ConfigError, DifoError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,16 +60,44 @@ def main() -> None:
 @click.option("--prefetch", type=int,
               help="Claimed units that may wait for a free worker (DIFO_PREFETCH, default "
               "WORKERS).")
+@click.option("--async-workers", type=int,
+              help="async def units running at once on the event loop (DIFO_ASYNC_WORKERS, "
+              "default 100).")
+@click.option("--unit-timeout", type=float,
+              help="Seconds a unit may run before it is stopped and counted as a failure "
+              "(DIFO_UNIT_TIMEOUT; @difo.job(timeout=...) wins). Runs the server under the "
+              "supervisor.")
+@click.option("-p", "--processes", type=int,
+              help="Server processes, each with WORKERS threads, under one supervisor "
+              "(DIFO_PROCESSES, default 1).")
+@click.option("--max-units-per-child", type=int,
+              help="Recycle a server process after this many units (DIFO_MAX_UNITS_PER_CHILD).")
+@click.option("--max-memory", type=str,
+              help="Recycle a server process past this resident memory: 512, 512M or 2G "
+              "(DIFO_MAX_MEMORY, megabytes).")
+@click.option("--setup", metavar="MODULE:FUNCTION",
+              help="Call this before the server starts, e.g. a function calling "
+              "django.setup() (DIFO_SETUP).")
 def server(imports: tuple[str, ...], **flags: Any) -> None:
     """Run a server: WORKERS workers over QUEUES until SIGTERM/SIGINT (twice: at once)."""
     from difo import server as server_module
 
     try:
+        if flags.get("max_memory") is not None:
+            flags["max_memory"] = config.parse_megabytes(flags["max_memory"], "--max-memory")
         settings = config.load(**flags)
         # As `python -m` does: modules beside the working folder can be imported.
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
-        server_module.start(imports=imports, settings=settings)
+        from difo import supervisor
+
+        if supervisor.needed(settings):
+            if not logging.getLogger("difo").handlers:
+                logs.configure(settings.log_level, settings.log_format)
+            sys.exit(supervisor.Supervisor(settings, imports).run())
+        code = server_module.start(imports=imports, settings=settings)
+        if code:
+            sys.exit(code)
     except DifoError as exc:
         fail(exc)
 
@@ -121,7 +150,7 @@ def fail(exc: DifoError) -> None:
 
 
 # The other commands register themselves on `main`.
-from difo.cli import sets, stats  # noqa: E402, F401
+from difo.cli import sets, stats, web  # noqa: E402, F401
 
 
 @main.command()

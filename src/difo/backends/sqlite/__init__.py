@@ -182,6 +182,14 @@ class SQLiteBackend:
     def warnings(self) -> list[str]:
         return []
 
+    def info(self) -> dict[str, str]:
+        self.ping()
+        size = sum(path.stat().st_size for path in
+                   (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
+                   if path.exists())
+        return {"backend": "sqlite", "url": self.url, "path": str(self.path),
+                "size_bytes": str(size), "sqlite_version": sqlite3.sqlite_version}
+
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)
         if connection is not None:

@@ -1,0 +1,1 @@
+"""Fuzzing difo's payload decode and settle path (see README.md here)."""
