@@ -98,7 +98,7 @@ def test_a_real_server_moves_every_generated_entry_to_dead_or_runs_it(
         r.lpush("queue:fuzz", *entries[start : start + 500])
     r.sadd("queues", "fuzz")
     server = start_server(  # type: ignore[operator]
-        "--import", "tests.fuzz.functions", "-q", "fuzz", "-q", "after", "-c", "5")
+        "--import", "tests.fuzz.functions", "-q", "fuzz after", "-w", "5")
 
     def settled() -> bool:
         ran = int(r.get("results:fuzz:ran") or 0)

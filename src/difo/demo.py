@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -82,11 +83,12 @@ class Progress:
         return self.processed - self.failed
 
 
-def main(url: str | None = None) -> int:
-    """Run the demo on a temporary SQLite file, or on `url`; return an exit status."""
+def main(url: str | None = None, keep: bool = True) -> int:
+    """Run the demo on a temporary SQLite file, or on `url`; return an exit status. On a
+    terminal, with `keep`, the server and dashboard stay up after the summary until Ctrl-C."""
     try:
         with _backend_url(url) as target:
-            return _demo(target, own=url is None)
+            return _demo(target, own=url is None, keep=keep)
     except KeyboardInterrupt:
         print(f"{_fresh_line()}difo demo: interrupted; everything it started has stopped",
               file=sys.stderr)
@@ -96,7 +98,7 @@ def main(url: str | None = None) -> int:
         return 1
 
 
-def _demo(url: str, *, own: bool) -> int:
+def _demo(url: str, *, own: bool, keep: bool) -> int:
     from difo import api
 
     where = "a temporary file, removed at exit" if own else "yours: the demo writes queues " \
@@ -105,22 +107,30 @@ def _demo(url: str, *, own: bool) -> int:
     client = difo.configure(url)
     client.backend.ping()
     before = _progress(url)
-    with _server(url) as server:
+    with _server(url) as server, _dashboard(url) as dashboard:
         print(f"server    pid {server.pid}: {WORKERS} workers on queues {' '.join(QUEUES)}")
+        print(f"dashboard {dashboard}" if dashboard else "dashboard not installed (pip install "
+              "'difo[web]'); `difo stats --watch` shows the numbers instead")
         started = time.monotonic()
         total = _enqueue()
-        print("dashboard not part of difo yet; watch with `difo stats --watch "
-              f"--url {config.mask_url(url)}` in another terminal")
         try:
             progress = _watch(url, before, total, started, server)
+            elapsed = time.monotonic() - started
+            print(f"summary   {total} units enqueued, {progress.succeeded} ran to success "
+                  f"({progress.failed} failures, each retried) in {elapsed:.1f} s, periodic "
+                  "ticks included")
+            if keep and sys.stdin.isatty():
+                print(f"running   the server{' and the dashboard' if dashboard else ''} keep "
+                      "running (a periodic unit every 2 s); press Ctrl-C to stop")
+                while server.poll() is None:
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            print(f"{_fresh_line()}stopping  the server finishes its units and stops")
         finally:
             if not own:
                 for name in QUEUES:
                     api.Queue(name, backend=url).clear()
-    elapsed = time.monotonic() - started
-    print(f"summary   {total} units enqueued, {progress.succeeded} ran to success "
-          f"({progress.failed} failures, each retried) in {elapsed:.1f} s, periodic ticks "
-          "included; the server stopped gracefully")
+    print("done      the server stopped gracefully")
     difo.client.default().close()
     return 0
 
@@ -210,6 +220,35 @@ def _server(url: str) -> Iterator[subprocess.Popen[bytes]]:
         yield process
     finally:
         _stop(process)
+
+
+@contextmanager
+def _dashboard(url: str) -> Iterator[str | None]:
+    """`difo web` on a free loopback port, if the dashboard's libraries are installed."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        yield None
+        return
+    port = _free_port()
+    environment = dict(os.environ)
+    environment["DIFO_URL"] = url
+    process = subprocess.Popen(
+        [sys.executable, "-m", "difo.cli", "web", "--host", "127.0.0.1", "--port", str(port)],
+        env=environment, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        _stop(process)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

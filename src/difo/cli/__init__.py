@@ -155,8 +155,11 @@ from difo.cli import sets, stats, web  # noqa: E402, F401
 
 @main.command()
 @click.option("--url", help="Run on this backend (default: a temporary SQLite file).")
-def demo(url: str | None) -> None:
-    """A server and a client at work: fast, slow, failing, scheduled and periodic units."""
+@click.option("--exit", "exit_after", is_flag=True,
+              help="Stop after the summary, even on a terminal.")
+def demo(url: str | None, exit_after: bool) -> None:
+    """A server and a client at work (fast, slow, failing, scheduled and periodic units),
+    with the dashboard; on a terminal they keep running until Ctrl-C."""
     from difo import demo as demo_module
 
-    sys.exit(demo_module.main(url))
+    sys.exit(demo_module.main(url, keep=not exit_after))
