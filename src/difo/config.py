@@ -274,6 +274,18 @@ def _words(raw: str, name: str) -> tuple[str, ...]:
     return tuple(raw.replace(",", " ").split())
 
 
+def _modules(raw: str, name: str) -> tuple[str, ...]:
+    """Module names (`myapp myapp.jobs`), each a dotted Python name."""
+    words = _words(raw, name)
+    for word in words:
+        if not all(part.isidentifier() for part in word.split(".")):
+            raise ConfigError(
+                f"{name}={raw!r}: {word!r} is not a module name; list importable modules, "
+                "e.g. myapp or myapp.jobs"
+            )
+    return words
+
+
 def _text(raw: str, name: str) -> str:
     return raw
 
@@ -298,7 +310,7 @@ _DIFO_SETTINGS: tuple[tuple[str, str, Any], ...] = (
     ("DIFO_UNIT_TIMEOUT", "unit_timeout", _positive_seconds),
     ("DIFO_LOG_FORMAT", "log_format", _choice(LOG_FORMATS)),
     ("DIFO_LOG_LEVEL", "log_level", _choice(LOG_LEVELS, upper=True)),
-    ("DIFO_IMPORTS", "imports", _words),
+    ("DIFO_IMPORTS", "imports", _modules),
     ("DIFO_DEAD_AFTER", "dead_after", _positive_seconds),
     ("DIFO_HEARTBEAT", "heartbeat", _positive_seconds),
     ("DIFO_POLL_INTERVAL", "poll_interval", _positive_seconds),

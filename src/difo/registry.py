@@ -114,12 +114,12 @@ class Resolver:
         if not all(part.isidentifier() for part in module_name.split(".")):
             raise UnitRefused(f"{class_name} is not allowed: {module_name!r} is not a module name")
         if not self._allowed(module_name):
-            top = module_name.split(".")[0]
             allowed = ", ".join(self.imports) or "none"
             raise UnitRefused(
                 f"{class_name} is not allowed: module {module_name!r} is not under the "
                 f"server's imports ({allowed}) and the function is not registered with "
-                f"@difo.job; start the server with --import {top} to allow it"
+                f"@difo.job; start the server with --import {module_name} (or its package) "
+                "to allow it"
             )
         if not qualname.isidentifier() or qualname.startswith("__"):
             raise UnitRefused(f"{class_name} is not allowed: {qualname!r} is not a function name")

@@ -307,6 +307,7 @@ _ADVICE = {
     "UUID": "Pass str({name}) instead",
     "Path": "Pass str({name}) instead",
     "PosixPath": "Pass str({name}) instead",
+    "str": "Clean the text first, e.g. {name}.encode('utf-8', 'replace').decode()",
 }
 
 
@@ -320,7 +321,7 @@ def check_args(
     """
     checked = list(args)
     for index, value in enumerate(checked):
-        if type(value) in _SCALARS:
+        if type(value) in _SCALARS and (not isinstance(value, str) or _is_text(value)):
             continue
         try:
             problem = _find_problem(value, "")
@@ -334,18 +335,22 @@ def check_args(
     return checked  # type: ignore[return-value]
 
 
-def _find_problem(value: object, path: str) -> tuple[str, str, str] | None:
+def _find_problem(value: object, path: str, depth: int = 1) -> tuple[str, str, str] | None:
     """(key path, type name, detail) of the first value that is not plain JSON, or None."""
     kind = type(value)
     if kind in _SCALARS:
+        if kind is str and isinstance(value, str) and not _is_text(value):
+            return path, "str", "it holds a lone surrogate, which UTF-8 cannot carry"
         return None
+    if depth > MAX_DEPTH and kind in (list, dict):
+        return path, kind.__name__, f"nested more than {MAX_DEPTH} levels deep"
     if kind is float and isinstance(value, float):
         if math.isfinite(value):
             return None
         return path, "float", f"{value!r}, which JSON cannot carry"
     if kind is list and isinstance(value, list):
         for index, item in enumerate(value):
-            problem = _find_problem(item, f"{path}[{index}]")
+            problem = _find_problem(item, f"{path}[{index}]", depth + 1)
             if problem is not None:
                 return problem
         return None
@@ -353,11 +358,22 @@ def _find_problem(value: object, path: str) -> tuple[str, str, str] | None:
         for key, item in value.items():
             if type(key) is not str:
                 return f"{path}", "dict", f"key {key!r} is a {type(key).__name__}, not a str"
-            problem = _find_problem(item, f"{path}[{key!r}]")
+            problem = _find_problem(item, f"{path}[{key!r}]", depth + 1)
             if problem is not None:
                 return problem
         return None
     return path, kind.__name__, ""
+
+
+def _is_text(value: str) -> bool:
+    """Whether UTF-8 can carry `value` (no lone surrogates)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _article(word: str) -> str:
@@ -371,15 +387,18 @@ def _argument_message(
     if path:
         where += f" at {path}"
     label = name + path if name else f"argument {index + 1}"
+    key_problem = kind == "dict" and detail.startswith("key ")
     if detail:
-        what = f"is a {kind}: {detail}" if kind != "dict" else f"is a dict whose {detail}"
+        what = f"is a dict whose {detail}" if key_problem else f"is a {kind}: {detail}"
     else:
         what = f"is {_article(kind)} {kind}"
     advice = _ADVICE.get(kind, "Pass plain data (an id, a string, a number) instead")
     if kind == "float":
         advice = "Pass a finite number or None instead"
-    elif kind == "dict":
+    elif key_problem:
         advice = "Use str keys instead"
+    elif detail.startswith("nested"):
+        advice = f"Pass flatter data (at most {MAX_DEPTH} levels of lists and dicts)"
     return (
         f"{function} {where} {what}; units carry JSON only "
         f"(str, int, float, bool, None, list, dict with str keys). "

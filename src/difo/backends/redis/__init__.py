@@ -62,6 +62,9 @@ def connection_options(url: BackendURL, **extra: Any) -> dict[str, Any]:
         for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"):
             if name in tls:
                 options[name] = tls[name]
+        if "ssl_check_hostname" in tls:
+            options["ssl_check_hostname"] = tls["ssl_check_hostname"].lower() in ("1", "true",
+                                                                                 "yes")
     options.update(extra)
     return options
 
