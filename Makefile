@@ -3,6 +3,8 @@
 #   make test     install, then ruff, mypy --strict and pytest
 #   make lint     install, then ruff and mypy only
 #   make demo     install, then a server and a client at work (difo demo)
+#   make faults   install, then the fault suite (tests/faults) at its big sizes, with its
+#                 one-line reports (DIFO_FAULTS_SCALE=10; docs/reliability.md)
 #   make bench    install, then bench/compare.py: difo beside RQ, Celery, Dramatiq, Huey, arq
 #                 and Sidekiq (make bench BENCH_ARGS=--quick; peers go to bench/.peers/)
 #
@@ -21,7 +23,8 @@ PYTEST_ARGS ?=
 CHECK_PYTHON := import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)
 
 .DEFAULT_GOAL := test
-.PHONY: test lint install demo bench
+.PHONY: test lint install demo bench faults
+FAULTS_SCALE ?= 10
 
 test: lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -34,6 +37,9 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/difo demo
+
+faults: install
+	DIFO_FAULTS_SCALE=$(FAULTS_SCALE) $(BIN)/pytest -q -s tests/faults $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/compare.py $(BENCH_ARGS)

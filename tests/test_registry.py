@@ -289,6 +289,14 @@ def test_a_missing_function_in_an_allowed_module_is_retried_not_refused(package:
         assert resolver.cached(name) is None
 
 
+def test_a_name_under_a_plain_module_is_refused_not_retried() -> None:
+    # tests.functions is a module, not a package: tests.functions.os can never appear.
+    resolver = Resolver(["tests.functions"])
+    for name in ("tests.functions.os:system", "tests.functions.record.deeper:x"):
+        with pytest.raises(UnitRefused, match="is a module, not a package"):
+            resolver.resolve(name)
+
+
 def test_a_function_that_appears_later_resolves(package: str, tmp_path: Path) -> None:
     # A rolling deploy: the server meets the unit before the module holding it exists.
     resolver = Resolver([package])

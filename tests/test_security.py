@@ -79,10 +79,9 @@ def test_hostile_payloads_never_run_and_land_in_dead(
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("marker")) == []
     dead = {json.loads(raw)["class"]: json.loads(raw) for raw in r.zrange("dead", 0, -1)}
     retried = {json.loads(raw)["class"]: json.loads(raw) for raw in r.zrange("retry", 0, -1)}
-    # A name under an imported module that cannot be imported is "missing" (a rolling deploy
-    # may bring it) and retried; it still never runs. Every other name is refused: dead.
-    assert set(retried) <= {"tests.functions.os:system"}, retried
-    assert set(dead) | set(retried) == set(hostile)
+    # Every name is refused: dead at once, never retried.
+    assert retried == {}
+    assert set(dead) == set(hostile)
     for payload in dead.values():
         assert payload["error_class"] == "difo.errors.UnitRefused", payload
         assert "not allowed" in payload["error_message"] or "not a difo function name" in \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -126,6 +127,12 @@ class Resolver:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
+            plain = _plain_module_above(module_name)
+            if plain is not None:
+                raise UnitRefused(
+                    f"{class_name} is not allowed: {plain} is a module, not a package, so "
+                    f"{module_name} cannot exist"
+                ) from None
             raise FunctionMissing(f"{class_name}: cannot import {module_name}: {exc}") from None
         fn = vars(module).get(qualname)
         if fn is None:
@@ -143,3 +150,13 @@ class Resolver:
 
     def _allowed(self, module_name: str) -> bool:
         return any(module_name == m or module_name.startswith(m + ".") for m in self.imports)
+
+
+def _plain_module_above(module_name: str) -> str | None:
+    """The imported module (not a package) that `module_name` claims to live in, if any."""
+    parts = module_name.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        parent = sys.modules.get(".".join(parts[:end]))
+        if parent is not None:
+            return None if hasattr(parent, "__path__") else parent.__name__
+    return None

@@ -122,6 +122,7 @@ class Runner:
         self.resolver = resolver
         self.done = done
         self.stopping = stopping
+        self._careful = threading.Lock()  # one once-orphaned unit at a time
         self.pool = pool
         self.unit_timeout = unit_timeout
         self.log_units = log.isEnabledFor(logging.INFO)
@@ -138,6 +139,10 @@ class Runner:
             return
         careful = _orphaned(current.payload) > 0
         if careful:
+            # Units orphaned before run one at a time in a process, their start recorded
+            # first: if one is a poison pill, the others were not running beside it (not
+            # started), so they are not blamed for its crash.
+            self._careful.acquire()
             self._settle(lambda: self.backend.mark_started(self.identity, [claimed.ref]))
         outcome, kind = "done", (CAREFUL_ACK if careful else ACK)
         _context.unit = current
@@ -163,6 +168,8 @@ class Runner:
             return  # the watchdog failed the unit already
         finally:
             _context.unit = None
+            if careful:
+                self._careful.release()
         self._finish(state, claimed, current, outcome, started, kind)
 
     def _run_limited(
