@@ -1,0 +1,1 @@
+"""A minimal Django project that enqueues difo units once its transactions commit."""
