@@ -164,11 +164,13 @@ class Bench:
         """Fill the queue, start the workers, time units from the first to the last (or
         until `budget` seconds pass); commands per job from INFO commandstats."""
         self.r.flushall()
-        if unit != "incr" or pad:
+        if system.ruby and unit != "incr":
+            self.driver(system, "fill", fill, unit)
+        elif unit != "incr" or pad:
             self.driver(system, "fill", fill, unit, pad)
         else:
             self.driver(system, "fill", fill)
-        done = self.count if unit == "incr" else self._empty_done(fill)
+        done = self.count if unit == "incr" else self._empty_done(fill, system)
         processes = self.start(system, commands)
         try:
             deadline = time.monotonic() + START_TIMEOUT
@@ -195,12 +197,22 @@ class Bench:
         calls = {name: after.get(name, 0) - before.get(name, 0) - self.mine.get(name, 0)
                  for name in after}
         calls["info"] = calls.get("info", 0) - 1  # the first snapshot's own INFO
+        if os.environ.get("BENCH_VERBOSE"):
+            top = sorted(calls.items(), key=lambda item: -item[1])[:8]
+            print(f"  {system.name} {unit}: {jobs} jobs; commands: "
+                  + ", ".join(f"{name} {count / max(jobs, 1):.3f}" for name, count in top),
+                  file=sys.stderr)
         return {"per_s": jobs / elapsed, "jobs": jobs,
                 "commands_per_job": sum(calls.values()) / max(jobs, 1),
                 "rss_early_mib": rss_early, "rss_after_mib": rss_after}
 
-    def _empty_done(self, fill: int) -> Callable[[], int]:
-        """Units finished of a difo queue of no-op units: neither waiting nor in flight."""
+    def _empty_done(self, fill: int, system: System) -> Callable[[], int]:
+        """Units finished of a queue of no-op units: difo's, neither waiting nor in flight;
+        Sidekiq's, no longer waiting (its basic fetch holds at most one per thread, 10 of
+        the 50,000, with nothing to count them by)."""
+        if system.ruby:
+            return lambda: fill - int(self.call("LLEN", "queue:bench"))
+
         def done() -> int:
             waiting = int(self.call("LLEN", "queue:bench"))
             records = self.call("KEYS", "difo:inflight:*")
@@ -444,12 +456,19 @@ def measure(bench: Bench, system: System, into: dict[str, list[float]], quick: b
                           if system.name == "difo" else 0)
     for name, value in timed.items():
         keep(f"latency_{name}" if "ms" in name else name, value)
+    if system.ruby:  # sidekiqload's no-op unit, for the empty-unit target
+        keep("drain_empty_per_s",
+             bench.drain(system, system.one, budget, fill=fill, unit="empty")["per_s"])
     if system.name == "difo":
         keep("bulk_per_s", (100_000 if not quick else 20_000) / bench.driver(
             system, "bulk", 100_000 if not quick else 20_000))
         empty = bench.drain(system, system.one, budget, fill=fill, unit="empty")
         keep("drain_empty_per_s", empty["per_s"])
         keep("commands_per_job_empty", empty["commands_per_job"])
+        # The same drain with difo's default per-unit info lines (to /dev/null, as the
+        # comparison's workers log everywhere): their cost, reported apart.
+        info = [[*DIFO[:-1], "INFO", "-w", "10"]]
+        keep("drain_info_per_s", bench.drain(system, info, budget, fill=fill)["per_s"])
         keep("rss_early_mib", one["rss_early_mib"])
         keep("rss_after_mib", one["rss_after_mib"])
 
@@ -518,6 +537,12 @@ def report(results: dict[str, Any], systems: dict[str, System]) -> None:
         print(f"  difo, empty unit: drain 1 process {difo.get('drain_empty_per_s', 0):,.0f}/s, "
               f"{difo.get('commands_per_job_empty', 0):.3f} commands/unit; perform_bulk "
               f"{difo.get('bulk_per_s', 0):,.0f} units/s")
+        print(f"  difo with per-unit info lines (--log-level INFO): drain 1 process "
+              f"{difo.get('drain_info_per_s', 0):,.0f}/s, against "
+              f"{difo.get('drain_one_per_s', 0):,.0f}/s at WARNING")
+    if rows.get("sidekiq", {}).get("drain_empty_per_s"):
+        print(f"  sidekiq, empty unit (sidekiqload's): drain 1 process "
+              f"{rows['sidekiq']['drain_empty_per_s']:,.0f}/s")
     if results.get("scaling"):
         print("\ndifo drain scaling (INCR unit):")
         for row in results["scaling"]:
@@ -533,6 +558,7 @@ def targets(results: dict[str, Any]) -> None:
     peers = [row.get("drain_one_per_s", 0) for name, row in rows.items()
              if name not in ("difo", "sidekiq")]
     best = max(peers, default=0.0)
+    sidekiq_empty = rows.get("sidekiq", {}).get("drain_empty_per_s", 0.0)
     scaling = {row["case"]: row["drain_per_s"] for row in results.get("scaling", [])}
     one = scaling.get("1 process, 10 threads", difo["drain_one_per_s"])
     two = scaling.get("2 processes, 10 threads each", difo["drain_two_per_s"])
@@ -540,6 +566,11 @@ def targets(results: dict[str, Any]) -> None:
         ("drain 1 process >= 3x the best Python peer",
          difo["drain_one_per_s"] >= 3 * best if best else None,
          f"{difo['drain_one_per_s'] / best:.2f}x" if best else "no peer measured"),
+        ("empty unit: drain 1 process >= 5x Sidekiq's", (
+            difo.get("drain_empty_per_s", 0) >= 5 * sidekiq_empty if sidekiq_empty else None),
+         f"{difo.get('drain_empty_per_s', 0) / sidekiq_empty:.2f}x ("
+         f"{difo.get('drain_empty_per_s', 0):,.0f} vs {sidekiq_empty:,.0f}/s)"
+         if sidekiq_empty else "Sidekiq not measured"),
         ("drain 1 process >= 0.6x the bare INCR loop",
          difo["drain_one_per_s"] >= 0.6 * base["incr_per_s"],
          f"{difo['drain_one_per_s'] / base['incr_per_s']:.2f}x"),

@@ -1,7 +1,8 @@
 # Sidekiq (Ruby): `sidekiq -r ./sidekiq_app.rb -c 10 -q bench`, two processes on two cores.
 # The same unit as the Python systems: one INCR (and the latency RPUSH when timed).
 # Sidekiq's own bin/sidekiqload is not run: it hard-codes Redis on 6379 behind toxiproxy
-# and flushes db 13 there; this file keeps its shape (a no-op worker, push_bulk fill).
+# and flushes db 13 there; this file keeps its shape (a no-op worker, push_bulk fill):
+# EmptyWorker is sidekiqload's LoadWorker, the "empty unit" row of bench/compare.py.
 require "sidekiq"
 require "json"
 
@@ -20,6 +21,13 @@ class IncrWorker
   end
 end
 
+class EmptyWorker
+  include Sidekiq::Worker
+  sidekiq_options queue: "bench"
+
+  def perform(sent_at); end
+end
+
 if $PROGRAM_NAME == __FILE__
   mode, first, second = ARGV
   clock = -> { Process.clock_gettime(Process::CLOCK_MONOTONIC) }
@@ -31,8 +39,9 @@ if $PROGRAM_NAME == __FILE__
   when "fill"
     started = clock.call
     count = first.to_i
+    worker = second == "empty" ? EmptyWorker : IncrWorker
     (0...count).step(1000) do |start|
-      Sidekiq::Client.push_bulk("class" => IncrWorker, "args" => Array.new([1000, count - start].min) { [0] })
+      Sidekiq::Client.push_bulk("class" => worker, "args" => Array.new([1000, count - start].min) { [0] })
     end
   when "paced"
     started = clock.call

@@ -112,7 +112,7 @@ class Client:
         checked = unit.check_args(name, args, _names_of(fn))
         target = self._queue(default_queue if queue is None else queue)
         template = self._template(name, target, options) if enqueued else None
-        encoded_args = unit.encode_checked(checked) if template is not None else None
+        encoded_args = unit.encode_args(checked) if template is not None else None
         if template is None or encoded_args is None:
             payload = unit.build(name, checked, target, options, enqueued=enqueued)
             return target, str(payload["jid"]), unit.encode(payload)
@@ -132,29 +132,41 @@ class Client:
         target = config.check_queue_name(default_queue if queue is None else queue)
         names = _names_of(fn)
         if isinstance(args_list, Sequence):
-            checked_all = [self._check_bulk(name, args, names, i) for i, args in
-                           enumerate(args_list)]
-            chunks: Iterable[list[unit.Args]] = (
-                checked_all[start : start + BULK_CHUNK]
-                for start in range(0, len(checked_all), BULK_CHUNK)
-            )
+            items = args_list if isinstance(args_list, (list, tuple)) else list(args_list)
+            chunks: Iterable[tuple[list[unit.Args], bool | None]] = [
+                self._check_chunk(name, items[start : start + BULK_CHUNK], names, start)
+                for start in range(0, len(items), BULK_CHUNK)
+            ]
         else:
             chunks = self._checked_chunks(name, args_list, names)
-        encoded = (self._encode_chunk(name, target, options, chunk, unit.now())
-                   for chunk in chunks)
+        encoded = (self._encode_chunk(name, target, options, chunk, floats, unit.now())
+                   for chunk, floats in chunks)
         return name, target, encoded
 
     def _checked_chunks(
         self, name: str, args_iter: Iterable[Sequence[object]], names: Callable[[], Sequence[str]]
-    ) -> Iterable[list[unit.Args]]:
+    ) -> Iterable[tuple[list[unit.Args], bool | None]]:
         iterator = iter(args_iter)
         index = 0
         while True:
             chunk = list(islice(iterator, BULK_CHUNK))
             if not chunk:
                 return
-            yield [self._check_bulk(name, args, names, index + i) for i, args in enumerate(chunk)]
+            yield self._check_chunk(name, chunk, names, index)
             index += len(chunk)
+
+    @classmethod
+    def _check_chunk(
+        cls, name: str, items: Sequence[Sequence[object]], names: Callable[[], Sequence[str]],
+        first: int,
+    ) -> tuple[list[unit.Args], bool | None]:
+        """(the checked argument lists of one chunk, whether a float is among them or None
+        when not known): `unit.check_flat` at once, else each item's full check."""
+        flat = unit.check_flat(items)
+        if flat is not None:
+            return flat
+        return [cls._check_bulk(name, args, names, first + i) for i, args in
+                enumerate(items)], None
 
     @staticmethod
     def _check_bulk(
@@ -172,31 +184,34 @@ class Client:
 
     def _encode_chunk(
         self, name: str, target: str, options: dict[str, Any], chunk: list[unit.Args],
-        stamp: float,
+        floats: bool | None, stamp: float,
     ) -> tuple[list[str], list[bytes]]:
         """(jids, payloads) of one chunk: the template's bytes with args and jid filled in,
-        or, for a unit only the standard library encodes exactly, `unit.encode`."""
+        or, for a unit the standard library refuses to encode, `unit.encode` (and its error).
+        `floats`: whether a float is among the arguments (None: not known)."""
         template = self._template(name, target, options)
-        hexes = os.urandom(12 * len(chunk)).hex()  # 24 hex characters per jid, as new_jid
-        jids = [hexes[start : start + 24] for start in range(0, len(hexes), 24)]
+        # 24 hex characters per jid, as new_jid; split at the separators hex() puts in
+        hexed = os.urandom(12 * len(chunk)).hex(",", 12)
+        jids = hexed.split(",")
         if template is None:
             return jids, [unit.encode(unit.build(name, args, target, options, jid=jid,
                                                  created_at=stamp))
                           for args, jid in zip(chunk, jids, strict=True)]
         head, between, tail = template.frame(stamp)
-        raw_jids = hexes.encode()
         join = b"".join
+        inner = None if floats is None else unit.encode_inner(chunk, floats=floats)
+        if inner is not None:
+            head, between = head + b"[", b"]" + between
+            return jids, [join((head, encoded_args, between, jid, tail)) for encoded_args, jid
+                          in zip(inner, hexed.encode().split(b","), strict=True)]
         encoded: list[bytes] = []
-        for index, args in enumerate(chunk):
-            encoded_args = unit.encode_checked(args)
+        for args, jid in zip(chunk, jids, strict=True):
+            encoded_args = unit.encode_args(args)
             if encoded_args is None:
-                payload = unit.build(name, args, target, options, jid=jids[index],
-                                     created_at=stamp)
+                payload = unit.build(name, args, target, options, jid=jid, created_at=stamp)
                 encoded.append(unit.encode(payload))
             else:
-                start = 24 * index
-                encoded.append(join((head, encoded_args, between,
-                                     raw_jids[start : start + 24], tail)))
+                encoded.append(join((head, encoded_args, between, jid.encode(), tail)))
         return jids, encoded
 
     def _template(self, name: str, target: str, options: dict[str, Any]) -> unit.Template | None:

@@ -86,7 +86,7 @@ class Settings:
 
     @property
     def prefetch_limit(self) -> int:
-        """How many claimed units may wait for a free worker (WORKERS unless set)."""
+        """The least prefetch: the set one, or WORKERS, where the adaptive one starts."""
         return self.workers if self.prefetch is None else self.prefetch
 
     def with_overrides(self, **overrides: Any) -> Settings:

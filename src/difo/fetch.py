@@ -3,9 +3,13 @@
 Each call to the backend acks the units finished since the last call and claims new ones,
 oldest first, over the queues in order (strict, or shuffled by weight per claim as Sidekiq
 does). It claims only what free workers plus a bounded prefetch can hold, so no more than
-`prefetch` claimed units ever wait for a worker. When every queue is empty it blocks on the
-backend's wake-up, at most a second at a time (the bound on noticing units pushed by foreign
-clients), and a few hundred milliseconds while units are still running, so their acks go out.
+`prefetch` claimed units ever wait for a worker. Unless the prefetch is set, it adapts: about
+PREFETCH_SECONDS of work at the rate units finish, between WORKERS and PREFETCH_FACTOR times
+WORKERS, so fast units are claimed by the hundred (a few Redis commands per hundred units)
+and slow ones are not hoarded away from other servers. When every queue is empty it blocks
+on the backend's wake-up and claims as soon as woken (one round trip on Redis): at most a
+second at a time (the bound on noticing units pushed by foreign clients), and a few hundred
+milliseconds while units are still running, so their acks go out.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ log = logging.getLogger("difo.fetch")
 
 IDLE_WAIT = 1.0  # seconds blocked on the wake-up when nothing runs
 BUSY_WAIT = 0.25  # ... while units run, so their acks are not held long
+PREFETCH_SECONDS = 0.03  # an adaptive prefetch holds about this much work...
+PREFETCH_FACTOR = 10  # ... and at most this many times WORKERS units
+ACK_DELAY = 0.05  # seconds acks may wait for a claim to ride on before they go alone
+YIELD = 0.0002  # seconds the fetcher sleeps after a wake-up hands units to workers
+RATE_WINDOW = 0.25  # seconds between two measures of the rate units finish at
 
 
 class Fetcher:
@@ -39,19 +48,28 @@ class Fetcher:
         queues: Sequence[QueueSpec],
         weighted: bool,
         workers: int,
-        prefetch: int,
+        prefetch: int | None,
     ) -> None:
         self.backend = backend
         self.identity = identity
         self.queues = [spec.name for spec in queues]
         self._weighted_list = [spec.name for spec in queues for _ in range(spec.weight)]
         self.weighted = weighted
-        self.capacity = workers + prefetch
-        self.low_water = max(prefetch // 2, 0)
+        self.workers = workers
+        self.adaptive = prefetch is None
+        self.prefetch = 0
+        self.capacity = self.low_water = 0
+        self._set_prefetch(workers if prefetch is None else prefetch)
+        self._finished = 0
+        self._last_call = 0.0
+        self.held: list[Claimed] = []  # claimed after the server began to stop
+        self._dry = False  # the last claim found every queue empty
+        self._window_start = time.monotonic()
         self.inbox: SimpleQueue[Claimed | None] = SimpleQueue()
         self.done: deque[tuple[str, int]] = deque()
         self.wakeup = threading.Event()
-        self.quiet = threading.Event()
+        self.quiet = threading.Event()  # claim nothing more (TSTP, or stopping)
+        self.stopping = threading.Event()  # the server's: it is stopping
         self.outstanding: dict[str, Claimed] = {}  # claimed, not yet acked or settled
         self._acks: list[str] = []
         self._careful_acks: list[str] = []
@@ -70,23 +88,34 @@ class Fetcher:
         if self._reconcile:
             self._reconcile_in_flight()
         want = self._want()
-        if want == 0 and not self._acks:
-            self.wakeup.wait(BUSY_WAIT)
+        if want == 0:
+            # Nothing to claim: acks ride on the next claim, or go alone once ACK_DELAY old.
+            if self._acks and time.monotonic() - self._last_call >= ACK_DELAY:
+                self._claim(0)
+                return
+            self.wakeup.wait(ACK_DELAY if self._acks else BUSY_WAIT)
             self.wakeup.clear()
             return
-        claimed = self._claim(want)
+        if self._dry:
+            # The last claim found the queues empty: send the acks, sleep until a push wakes
+            # us, claim: one round trip, and nothing else the worker must wait behind.
+            claimed = self._claim(want, BUSY_WAIT if self.outstanding else IDLE_WAIT)
+        else:
+            claimed = self._claim(want)
         if claimed is None:
             return
         for unit in claimed:
             self.outstanding[unit.ref] = unit
-            self.inbox.put(unit)
-        if want > 0 and len(claimed) < want:
-            # The queues ran dry: sleep until a push wakes us (or a unit finishes).
-            timeout = BUSY_WAIT if self.outstanding else IDLE_WAIT
-            try:
-                self.backend.wait(self.queues, timeout)
-            except BackendError as exc:
-                self._backoff(exc)
+        if self.quiet.is_set() or self.stopping.is_set():
+            self.held += claimed  # claimed as the server stops: put back, never started
+        else:
+            for unit in claimed:
+                self.inbox.put(unit)
+        if self._dry and claimed:
+            # Woken from idle: let the workers take the GIL and start before this thread
+            # builds its next call (which would keep them waiting for a fraction of a ms).
+            time.sleep(YIELD)
+        self._dry = len(claimed) < want
 
     def order(self) -> list[str]:
         """The queues for one claim: as listed, or shuffled by weight (Sidekiq's rule)."""
@@ -101,11 +130,17 @@ class Fetcher:
         if not self.wakeup.is_set():
             self.wakeup.set()
 
+    def running_low(self) -> None:
+        """Called by a worker after it takes or finishes a unit: wake the fetcher when the
+        claimed units waiting for a worker are at or below the low-water mark."""
+        if self.inbox.qsize() <= self.low_water and not self.wakeup.is_set():
+            self.wakeup.set()
+
     # -- stopping ------------------------------------------------------------------------------
 
     def take_waiting(self) -> list[Claimed]:
         """Remove the claimed units no worker has started (at shutdown)."""
-        waiting: list[Claimed] = []
+        waiting, self.held = self.held, []
         while True:
             try:
                 unit = self.inbox.get_nowait()
@@ -139,8 +174,27 @@ class Fetcher:
         return max(self.capacity - len(self.outstanding) + len(self._acks)
                    + self.handed_off(), 0)
 
+    def _set_prefetch(self, prefetch: int) -> None:
+        self.prefetch = prefetch
+        self.capacity = self.workers + prefetch
+        self.low_water = prefetch // 4 if self.adaptive else prefetch // 2
+
+    def _adapt(self, now: float) -> None:
+        """Size the adaptive prefetch to the rate units finished at over the last window."""
+        rate = self._finished / (now - self._window_start)
+        self._finished, self._window_start = 0, now
+        wanted = min(max(int(rate * PREFETCH_SECONDS), self.workers),
+                     self.workers * PREFETCH_FACTOR)
+        if wanted != self.prefetch:
+            self._set_prefetch(wanted)
+
     def _collect(self) -> None:
         done = self.done
+        if self.adaptive:
+            self._finished += len(done)
+            now = time.monotonic()
+            if now - self._window_start >= RATE_WINDOW:
+                self._adapt(now)
         while done:
             ref, kind = done.popleft()
             if kind == ACK:
@@ -151,13 +205,19 @@ class Fetcher:
             elif kind != KEEP:
                 self.outstanding.pop(ref, None)
 
-    def _claim(self, want: int) -> list[Claimed] | None:
+    def _claim(self, want: int, wait: float | None = None) -> list[Claimed] | None:
+        """Ack and claim; with `wait`, block up to that long for a wake-up in between."""
         acks, careful = self._acks, self._careful_acks
         first_seq = self._seq
         self._seq += want
+        self._last_call = time.monotonic()
         try:
-            claimed = self.backend.claim(self.identity, self.order(), want, acks, careful,
-                                         first_seq)
+            if wait is None:
+                claimed = self.backend.claim(self.identity, self.order(), want, acks, careful,
+                                             first_seq)
+            else:
+                claimed = self.backend.wait_claim(self.identity, self.order(), wait, want,
+                                                  acks, careful, first_seq)
         except BackendError as exc:
             # The claim may have run with its reply lost: find its units on reconnect.
             self._reconcile = want > 0 or self._reconcile

@@ -50,9 +50,10 @@ class Server:
         self.resolver = Resolver(settings.imports)
         self.fetcher = Fetcher(
             self.backend, self.identity, settings.queues, settings.weighted,
-            settings.workers, settings.prefetch_limit,
+            settings.workers, settings.prefetch,
         )
         self.stopping = threading.Event()  # no more claims: finish and leave
+        self.fetcher.stopping = self.stopping
         self.hard_stop = threading.Event()  # skip the grace period
         self._services_stop = threading.Event()
         self.states = [WorkerState(index) for index in range(settings.workers)]
@@ -159,7 +160,7 @@ class Server:
         for state in self.states:
             thread = threading.Thread(
                 target=work, name=f"difo-worker-{state.index}", daemon=True,
-                args=(fetcher.inbox, self.runner, state, fetcher.low_water, fetcher.notify),
+                args=(fetcher.inbox, self.runner, state, fetcher.running_low),
             )
             thread.start()
             self._workers.append(thread)

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, TypeAlias, TypedDict
 
 import orjson
@@ -47,9 +48,10 @@ class Payload(TypedDict, total=False):
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 
 
-# Every byte to b"0" if it is a digit, else to b" ": a run of 20 digits is then one `in`.
-_DIGITS = bytes(48 if 48 <= byte < 58 else 32 for byte in range(256))
-_LONG_DIGITS = b"0" * 20
+# Every digit to b"0", "-" kept, any other byte to b" ": a run of digits is then one `in`.
+_DIGITS = bytes(48 if 48 <= byte < 58 else byte if byte == 45 else 32 for byte in range(256))
+_LONG_DIGITS = b"0" * 20  # beyond 2**64 - 1
+_LONG_NEGATIVE = b"-" + b"0" * 19  # below -2**63 from -9223372036854775809 on
 
 
 def _loads(raw: bytes | str) -> Any:
@@ -57,12 +59,15 @@ def _loads(raw: bytes | str) -> Any:
     # biggest cost was json.loads (docs/performance.md). The standard library still decides
     # where the two differ, so a payload decodes, or fails, exactly as it always did: what
     # orjson refuses (NaN, 1e400, lone surrogate escapes, a BOM, invalid UTF-8), and
-    # integers beyond 64 bits, which orjson reads as floats (any run of 20 digits goes).
-    if isinstance(raw, bytes) and _LONG_DIGITS not in raw.translate(_DIGITS):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
+    # integers beyond 64 bits, which orjson reads as floats (any run of 20 digits goes, and
+    # a minus sign before 19).
+    if isinstance(raw, bytes):
+        digits = raw.translate(_DIGITS)
+        if _LONG_DIGITS not in digits and _LONG_NEGATIVE not in digits:
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                pass
     value = json.loads(raw)
     # What only the standard library reads (NaN, 1e400, a lone surrogate escape) could never
     # be written again when the unit moves on (retry, dead): refuse it here, as orjson does.
@@ -114,6 +119,41 @@ def encode_checked(value: JSON) -> bytes | None:
     return out
 
 
+def encode_args(value: JSON) -> bytes | None:
+    """The bytes `encode` writes for `value` inside a payload: `encode_checked`'s, else the
+    standard library's (a string holding "e-" sends orjson's output there too, and building
+    the whole payload over again costs more). None where the standard library refuses the
+    value: `encode` of the payload then says why."""
+    fast = encode_checked(value)
+    if fast is not None:
+        return fast
+    try:
+        return _dumps(value).encode()
+    except (ValueError, UnicodeEncodeError):
+        return None
+
+
+def encode_inner(args_lists: list[Args], *, floats: bool) -> list[bytes] | None:
+    """What `encode_checked` writes for each argument list, without its outer brackets, from
+    one orjson call for them all; None unless every one is written exactly (the caller then
+    encodes them one by one). `floats` says whether any float is among them: without one,
+    orjson's output needs no scan (check_flat knows).
+
+    One call for the whole chunk, not one per unit: orjson sizes every output at 1 KB before
+    shrinking it, and a thousand of those at once cost the allocator more than the encoding.
+    """
+    try:
+        out = orjson.dumps(args_lists)
+    except orjson.JSONEncodeError:
+        return None
+    if floats and (b"e-" in out or b"0.0000" in out):
+        return None
+    # out is "[[a],[b],...]": every boundary is "],[", and a string holding "],[" adds one.
+    if out.count(b"],[") != len(args_lists) - 1:
+        return None
+    return out[2:-2].split(b"],[")
+
+
 class Template:
     """The encoded payload of one function and queue, with holes for args, jid and time.
 
@@ -151,13 +191,28 @@ class Template:
         """(head, between, tail) for units created at `stamp`: a unit's payload is
         head + encoded args + between + jid + tail."""
         parts = self._parts
-        at = repr(stamp).encode()  # json writes a float with float.__repr__
+        at = _time_bytes(stamp)
         tail = parts[2] + at + parts[3] + (at + parts[4] if self.enqueued else b"")
         return parts[0], parts[1] + b'"', b'"' + tail
 
     def render(self, args: bytes, jid: str, stamp: float) -> bytes:
-        head, between, tail = self.frame(stamp)
-        return b"".join((head, args, between, jid.encode(), tail))
+        """One unit's payload: what `frame` frames, in one join (a perform's hot path)."""
+        parts = self._parts
+        at = _time_bytes(stamp)
+        if self.enqueued:
+            return b"".join((parts[0], args, parts[1], b'"', jid.encode(), b'"', parts[2], at,
+                             parts[3], at, parts[4]))
+        return b"".join((parts[0], args, parts[1], b'"', jid.encode(), b'"', parts[2], at,
+                         parts[3]))
+
+
+def _time_bytes(stamp: float) -> bytes:
+    """float.__repr__ of an epoch time, as json writes it. orjson writes the same shortest
+    round-trip digits in a third of the time; between 1e8 and 1e12 neither writes an
+    exponent (5,000,000 random floats there: no difference); elsewhere repr decides."""
+    if 1e8 <= stamp < 1e12:
+        return orjson.dumps(stamp)
+    return repr(stamp).encode()
 
 
 def build(
@@ -290,6 +345,8 @@ def wrap_invalid(raw: bytes | str, reason: str, queue: str) -> dict[str, Any]:
 # -- argument checks ---------------------------------------------------------------------
 
 _SCALARS = (str, int, bool, type(None))
+_ARG_LISTS = frozenset({list, tuple})
+_FLAT = frozenset({str, int, bool, float, type(None)})
 # Arguments nest at most this deep: deeper ones would exceed Python's recursion limit when a
 # server writes the unit again (decode refuses a payload nested deeper than this plus 2).
 MAX_DEPTH = 500
@@ -333,6 +390,34 @@ def check_args(
             name = known[index] if index < len(known) else ""
             raise ArgumentError(_argument_message(function, index, name, path, kind, detail))
     return checked  # type: ignore[return-value]
+
+
+def check_flat(args_lists: Sequence[object]) -> tuple[list[Args], bool] | None:
+    """check_args of many argument lists at once, for the common case: lists or tuples of
+    plain scalars (str, int, float, bool, None). Returns (the lists, copied; whether any float
+    is among them), or None when any item needs the full check (nesting, another type, a bad
+    value): check_args of each then finds what is wrong and names it.
+
+    Python-level work per unit is what bounded perform_bulk (docs/performance.md): here the
+    types are read with `map` and `set`, and only strings and floats are looked at again."""
+    if not set(map(type, args_lists)) <= _ARG_LISTS:
+        return None
+    checked: list[Args] = list(map(list, args_lists))  # type: ignore[arg-type]
+    flat = list(chain.from_iterable(checked))
+    kinds = set(map(type, flat))
+    if not kinds <= _FLAT:
+        return None
+    if str in kinds:
+        texts = flat if len(kinds) == 1 else [value for value in flat if type(value) is str]
+        # A str holds no surrogate pair: joined, each lone surrogate stays one and fails.
+        if not _is_text("".join(texts)):  # type: ignore[arg-type]
+            return None
+    floats = float in kinds
+    if floats:
+        numbers = flat if len(kinds) == 1 else [value for value in flat if type(value) is float]
+        if not all(map(math.isfinite, numbers)):  # type: ignore[arg-type]
+            return None
+    return checked, floats
 
 
 def _find_problem(value: object, path: str, depth: int = 1) -> tuple[str, str, str] | None:

@@ -36,6 +36,7 @@ SETTLED = 0  # already moved out of the in-flight record (retry, dead, dropped)
 ACK = 1  # remove it from the in-flight record with the next claim
 CAREFUL_ACK = 2  # the same, and forget its "started" mark
 KEEP = 3  # could not be settled (backend gone while stopping): leave it to be requeued
+CAREFUL_SOLO = 2.0  # seconds a once-orphaned unit runs before another may start beside it
 
 Middleware = Callable[[unit.Unit, Callable[[], Any]], Any]
 FailureHook = Callable[[BaseException, "Current"], Any]
@@ -122,7 +123,7 @@ class Runner:
         self.resolver = resolver
         self.done = done
         self.stopping = stopping
-        self._careful = threading.Lock()  # one once-orphaned unit at a time
+        self._careful = _Solo(CAREFUL_SOLO)  # once-orphaned units start one at a time
         self.pool = pool
         self.unit_timeout = unit_timeout
         self.log_units = log.isEnabledFor(logging.INFO)
@@ -139,12 +140,13 @@ class Runner:
             return
         careful = _orphaned(current.payload) > 0
         if careful:
-            # Units orphaned before run one at a time in a process, their start recorded
-            # first: if one is a poison pill, the others were not running beside it (not
-            # started), so they are not blamed for its crash.
-            self._careful.acquire()
+            # Units orphaned before start one at a time in a process, each alone for its first
+            # CAREFUL_SOLO seconds, their start recorded first: if one is a poison pill, the
+            # others were not running beside it (not started), so not blamed for its crash.
+            self._careful.enter()
             self._settle(lambda: self.backend.mark_started(self.identity, [claimed.ref]))
         outcome, kind = "done", (CAREFUL_ACK if careful else ACK)
+        ran = False
         _context.unit = current
         try:
             fn = self.resolver.resolve(current.class_name)
@@ -160,6 +162,7 @@ class Runner:
                 _through_middleware(current, fn)
             else:
                 fn(*current.args)
+            ran = True
         except UnitRefused as exc:
             outcome, kind = "dead", self._refuse(claimed, current, exc)
         except Exception as exc:
@@ -169,7 +172,13 @@ class Runner:
         finally:
             _context.unit = None
             if careful:
-                self._careful.release()
+                if ran:
+                    # Acked before the next once-orphaned unit may start: finished, it must
+                    # not be found in flight (and blamed) if that one ends the process.
+                    ref = claimed.ref
+                    kind = self._settle(lambda: self.backend.claim(
+                        self.identity, [], 0, [ref], [ref], 0))
+                self._careful.leave()
         self._finish(state, claimed, current, outcome, started, kind)
 
     def _run_limited(
@@ -359,27 +368,47 @@ def work(
     inbox: SimpleQueue[Claimed | None],
     runner: Runner,
     state: WorkerState,
-    low_water: int,
     running_low: Callable[[], None],
 ) -> None:
     """A worker thread's loop: run units from the inbox until it hands over None, telling
-    the fetcher when the inbox runs low."""
+    the fetcher (`running_low`, which checks the inbox) after each take and each unit."""
     state.tid = _base36(threading.get_ident())
     while True:
         claimed = inbox.get()
         if claimed is None:
             return
-        if inbox.qsize() <= low_water:
-            running_low()
+        running_low()
         try:
             runner.run(claimed, state)
         except Exception:  # a bug of ours must not kill the worker: log and keep serving
             log.exception("worker %d failed on a unit in %s", state.index, claimed.queue)
             runner.done.append((claimed.ref, KEEP))
-        if inbox.qsize() <= low_water:
-            # This worker is free and nothing waits for it: without a prefetch the fetcher
-            # would otherwise claim only when its busy wait runs out.
-            running_low()
+        # This worker is free: if little waits for it, the fetcher should claim now rather
+        # than when its busy wait runs out.
+        running_low()
+
+
+class _Solo:
+    """Lets one thread in at a time, or the next once the one inside has been in `window`
+    seconds (so long units orphaned together are not run one after another)."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._inside = 0
+        self._since = 0.0
+        self._changed = threading.Condition()
+
+    def enter(self) -> None:
+        with self._changed:
+            while self._inside and (left := self._since + self.window - time.monotonic()) > 0:
+                self._changed.wait(left)
+            self._inside += 1
+            self._since = time.monotonic()
+
+    def leave(self) -> None:
+        with self._changed:
+            self._inside -= 1
+            self._changed.notify()
 
 
 class _Abandoned(BaseException):

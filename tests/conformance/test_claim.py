@@ -217,3 +217,31 @@ def test_wait_returns_false_after_its_timeout_without_a_push(
     assert backend.wait([queue], 0.3) is False
     assert 0.25 < time.monotonic() - started < 2.0
 
+
+
+def test_wait_claim_acks_then_claims_what_a_push_brings(backend: Backend, name: Name) -> None:
+    queue, me = name("q"), name("p")
+    backend.push(queue, [payload("old", queue)])
+    [old] = claim(backend, me, [queue], 1)
+    assert claim(backend, me, [queue], 1, first_seq=2) == []  # idle now: wake-ups cleared
+    pusher = threading.Timer(0.2, lambda: backend.push(queue, [payload(i, queue)
+                                                               for i in range(3)]))
+    started = time.monotonic()
+    pusher.start()
+    try:
+        claimed = backend.wait_claim(me, [name("other"), queue], 5.0, 2, [old.ref], [], 10)
+    finally:
+        pusher.join()
+    assert 0.15 < time.monotonic() - started < 1.5
+    assert markers(claimed) == [0, 1]
+    assert [u.ref.partition(":")[0] for u in claimed] == ["10", "11"]
+    assert sorted(backend.in_flight(me)) == sorted(u.ref for u in claimed)  # "old" acked
+    assert markers(claim(backend, me, [queue], 5, first_seq=12)) == [2]
+
+
+def test_wait_claim_claims_after_its_timeout_too(backend: Backend, name: Name) -> None:
+    """A unit pushed without a wake-up (by a Ruby client) is found when the wait times out."""
+    queue, me = name("q"), name("p")
+    started = time.monotonic()
+    assert backend.wait_claim(me, [queue], 0.3, 5, [], [], 1) == []
+    assert 0.25 < time.monotonic() - started < 2.0

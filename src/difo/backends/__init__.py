@@ -161,6 +161,14 @@ class Backend(Protocol):
         """Block up to `timeout` seconds for a wake-up pushed beside a new unit on `queues`.
         True when woken; a unit pushed by a foreign client wakes nobody (hence the timeout)."""
 
+    def wait_claim(
+        self, identity: str, queues: Sequence[str], timeout: float, count: int,
+        acks: Sequence[str], careful_acks: Sequence[str], first_seq: int,
+    ) -> list[Claimed]:
+        """Send the acks, `wait`, then `claim` as soon as woken or timed out: what an idle
+        server does. Redis runs all three in one round trip, so a unit pushed to an idle
+        server is handed to a worker as soon as the wake-up's reply arrives."""
+
     def mark_started(self, identity: str, refs: Sequence[str]) -> None:
         """Record that these claimed units started running (used for units that were already
         orphaned once, so that a poison pill is told apart from units merely fetched)."""

@@ -284,6 +284,15 @@ class SQLiteBackend:
             pause = min(pause * 2, MAX_POLL)
         return False
 
+    def wait_claim(
+        self, identity: str, queues: Sequence[str], timeout: float, count: int,
+        acks: Sequence[str], careful_acks: Sequence[str], first_seq: int,
+    ) -> list[Claimed]:
+        if acks:
+            self.claim(identity, queues, 0, acks, careful_acks, first_seq)
+        self.wait(queues, timeout)
+        return self.claim(identity, queues, count, [], [], first_seq)
+
     def _data_version(self) -> int:
         return int(self._read("PRAGMA data_version")[0][0])
 
