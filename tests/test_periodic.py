@@ -98,6 +98,14 @@ def test_an_invalid_time_zone_is_a_config_error(tz: Any) -> None:
         difo.periodic("@daily", functions.noop, tz=tz)
 
 
+def test_a_tick_is_never_reached_early() -> None:
+    schedule = Periodic("t", "* * * * * *", "tests.functions:noop", [], "default")  # each second
+    tick = utc(2030, 1, 1, 12, 0, 30)
+    assert schedule.last_tick(tick - 0.0005) == tick - 1
+    assert schedule.last_tick(tick) == tick
+    assert schedule.last_tick(tick + 0.999) == tick
+
+
 def test_arguments_are_checked_when_registering() -> None:
     with pytest.raises(difo.ArgumentError, match="tuple"):
         difo.periodic("@daily", functions.record, ("not", "json"))

@@ -46,9 +46,14 @@ class Periodic:
     options: dict[str, Any] = field(default_factory=dict)
 
     def last_tick(self, now: float) -> float:
-        """The latest tick at or before `now` (epoch seconds)."""
-        start = datetime.fromtimestamp(now + 0.001, ZoneInfo(self.tz))
-        return float(croniter(self.cron, start).get_prev(datetime).timestamp())
+        """The latest tick at or before `now` (epoch seconds): a tick is never fired early."""
+        # croniter's get_prev leaves out its start: start a millisecond on, so a tick at
+        # `now` itself counts, and step back once more when that finds a tick after `now`.
+        ticks = croniter(self.cron, datetime.fromtimestamp(now + 0.001, ZoneInfo(self.tz)))
+        tick = float(ticks.get_prev(datetime).timestamp())
+        if tick > now:
+            tick = float(ticks.get_prev(datetime).timestamp())
+        return tick
 
     def next_tick(self, now: float) -> float:
         """The first tick after `now`."""
