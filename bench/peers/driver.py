@@ -4,6 +4,7 @@
     python driver.py SYSTEM fill COUNT [UNIT PAD]
     python driver.py SYSTEM bulk COUNT      # difo only: perform_bulk, timed
     python driver.py SYSTEM paced RATE COUNT
+    python driver.py baseline incr COUNT    # the bare INCR loop (app_baseline.py)
 
 Prints one JSON line: {"seconds": ...}. The app is bench/peers/app_SYSTEM.py.
 """
@@ -21,10 +22,11 @@ WARM_UP = 100
 def main(argv: list[str]) -> int:
     system, mode, *rest = argv
     app = importlib.import_module(f"app_{system}")
-    if mode == "send":
-        app.send(WARM_UP)
+    if mode in ("send", "incr"):
+        loop = getattr(app, mode)
+        loop(WARM_UP)
         started = time.perf_counter()
-        app.send(int(rest[0]))
+        loop(int(rest[0]))
     elif mode == "fill":
         started = time.perf_counter()
         if len(rest) > 1:

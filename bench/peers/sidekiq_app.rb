@@ -44,6 +44,7 @@ if $PROGRAM_NAME == __FILE__
       Sidekiq::Client.push_bulk("class" => worker, "args" => Array.new([1000, count - start].min) { [0] })
     end
   when "paced"
+    IncrWorker.perform_async(0) # untimed, as common.paced: the connection is made
     started = clock.call
     rate = first.to_f
     second.to_i.times do |index|

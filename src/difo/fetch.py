@@ -32,10 +32,10 @@ log = logging.getLogger("difo.fetch")
 IDLE_WAIT = 1.0  # seconds blocked on the wake-up when nothing runs
 BUSY_WAIT = 0.25  # ... while units run, so their acks are not held long
 PREFETCH_SECONDS = 0.03  # an adaptive prefetch holds about this much work...
-PREFETCH_FACTOR = 10  # ... and at most this many times WORKERS units
+PREFETCH_FACTOR = 20  # ... and at most this many times WORKERS units
 ACK_DELAY = 0.05  # seconds acks may wait for a claim to ride on before they go alone
 YIELD = 0.0002  # seconds the fetcher sleeps after a wake-up hands units to workers
-RATE_WINDOW = 0.25  # seconds between two measures of the rate units finish at
+RATE_WINDOW = 0.1  # seconds between two measures of the rate units finish at
 
 
 class Fetcher:

@@ -239,9 +239,10 @@ def build(
     return payload
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Unit:
-    """A decoded unit as a worker runs it; `payload` holds every field, known or not."""
+    """A decoded unit as a worker runs it; `payload` holds every field, known or not.
+    Treat it as frozen (not declared so for speed, as `Claimed`)."""
 
     jid: str
     class_name: str

@@ -59,7 +59,7 @@ def main() -> None:
               help="Average seconds between scheduler polls (DIFO_POLL_INTERVAL, default 0.5).")
 @click.option("--prefetch", type=int,
               help="Claimed units that may wait for a free worker (DIFO_PREFETCH; default: "
-              "adaptive, about 30 ms of work, between WORKERS and 10 x WORKERS).")
+              "adaptive, about 30 ms of work, between WORKERS and 20 x WORKERS).")
 @click.option("--async-workers", type=int,
               help="async def units running at once on the event loop (DIFO_ASYNC_WORKERS, "
               "default 100).")
