@@ -18,7 +18,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert settings.queue_names == ("default",)
     assert settings.weighted is False
     assert settings.timeout == 25.0
-    assert settings.prefetch_limit == settings.workers
+    assert settings.prefetch is None  # adaptive
     url = settings.backend_url
     assert (url.scheme, url.host, url.port, url.db) == ("redis", "localhost", 6379, 0)
     assert url.username is None and url.password is None
@@ -40,7 +40,7 @@ def test_environment_values_are_read() -> None:
     assert settings.imports == ("myapp", "other.jobs")
     assert settings.log_format == "json"
     assert settings.log_level == "DEBUG"
-    assert settings.prefetch_limit == 0
+    assert settings.prefetch == 0
 
 
 # -- URLs ------------------------------------------------------------------------------------

@@ -84,11 +84,6 @@ class Settings:
     def queue_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.queues)
 
-    @property
-    def prefetch_limit(self) -> int:
-        """The least prefetch: the set one, or WORKERS, where the adaptive one starts."""
-        return self.workers if self.prefetch is None else self.prefetch
-
     def with_overrides(self, **overrides: Any) -> Settings:
         """These settings with flag values applied; `None` means "flag not given"."""
         given = {key: value for key, value in overrides.items() if value is not None}

@@ -193,32 +193,6 @@ def test_concurrent_claims_take_each_unit_once(backend: Backend, name: Name) -> 
         assert taken == sorted(taken)  # and each claimer saw them oldest first
 
 
-def test_wait_returns_true_soon_after_a_push(backend: Backend, name: Name) -> None:
-    queue, me = name("q"), name("p")
-    claim(backend, me, [queue], 1)  # an idle server's claim found nothing
-    pusher = threading.Timer(0.2, lambda: backend.push(queue, [payload(0, queue)]))
-    started = time.monotonic()
-    pusher.start()
-    try:
-        woken = backend.wait([name("other"), queue], 5.0)
-    finally:
-        pusher.join()
-    elapsed = time.monotonic() - started
-    assert woken is True
-    assert 0.15 < elapsed < 1.5
-    assert markers(claim(backend, me, [queue], 1, first_seq=2)) == [0]
-
-
-def test_wait_returns_false_after_its_timeout_without_a_push(
-    backend: Backend, name: Name
-) -> None:
-    queue = name("q")
-    started = time.monotonic()
-    assert backend.wait([queue], 0.3) is False
-    assert 0.25 < time.monotonic() - started < 2.0
-
-
-
 def test_wait_claim_acks_then_claims_what_a_push_brings(backend: Backend, name: Name) -> None:
     queue, me = name("q"), name("p")
     backend.push(queue, [payload("old", queue)])

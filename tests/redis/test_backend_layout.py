@@ -142,7 +142,7 @@ def test_a_claim_that_finds_nothing_clears_stale_wake_ups(backend: Backend) -> N
     backend.claim("p", ["quiet"], 3, [], [], 1)
     backend.claim("p", ["quiet"], 3, [], [], 4)  # empty: the wake-ups left are stale
     started = time.monotonic()
-    assert backend.wait(["quiet"], 0.2) is False
+    assert backend.wait_claim("p", ["quiet"], 0.2, 3, [], [], 7) == []
     assert time.monotonic() - started >= 0.15
 
 

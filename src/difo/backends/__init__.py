@@ -159,17 +159,15 @@ class Backend(Protocol):
         first, from the queues in the given order into it; one atomic step. Entries are
         numbered from `first_seq`, which the caller never reuses. Does not block."""
 
-    def wait(self, queues: Sequence[str], timeout: float) -> bool:
-        """Block up to `timeout` seconds for a wake-up pushed beside a new unit on `queues`.
-        True when woken; a unit pushed by a foreign client wakes nobody (hence the timeout)."""
-
     def wait_claim(
         self, identity: str, queues: Sequence[str], timeout: float, count: int,
         acks: Sequence[str], careful_acks: Sequence[str], first_seq: int,
     ) -> list[Claimed]:
-        """Send the acks, `wait`, then `claim` as soon as woken or timed out: what an idle
-        server does. Redis runs all three in one round trip, so a unit pushed to an idle
-        server is handed to a worker as soon as the wake-up's reply arrives."""
+        """Send the acks, block up to `timeout` seconds for a wake-up pushed beside a new
+        unit on `queues`, then `claim` as soon as woken or timed out: what an idle server
+        does. A unit pushed by a foreign client wakes nobody (hence the timeout). Redis runs
+        all three in one round trip, so a unit pushed to an idle server is handed to a
+        worker as soon as the wake-up's reply arrives."""
 
     def mark_started(self, identity: str, refs: Sequence[str]) -> None:
         """Record that these claimed units started running (used for units that were already

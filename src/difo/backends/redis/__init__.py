@@ -195,11 +195,6 @@ class RedisBackend:
         keys_, args = _claim_call(identity, queues, count, acks, careful_acks, first_seq)
         return _claimed(self._run("claim", keys_, args), queues, first_seq)
 
-    def wait(self, queues: Sequence[str], timeout: float) -> bool:
-        client = self.client
-        with self._errors():
-            return client.blpop([keys.wake(name) for name in queues], timeout=timeout) is not None
-
     def wait_claim(
         self, identity: str, queues: Sequence[str], timeout: float, count: int,
         acks: Sequence[str], careful_acks: Sequence[str], first_seq: int,
