@@ -1,9 +1,12 @@
 """difo's throughput on this machine: enqueue, drain, memory and Redis commands per unit.
 
     python bench/throughput.py [--n 100000] [--quick] [--json FILE]
+    python bench/throughput.py --url sqlite:///difo-bench.db    # the embedded backend
 
 Starts its own redis-server on a free loopback port (never the one on 6379) and removes it at
-the end. What each number means is in bench/README.md.
+the end. With a sqlite:/// URL it measures that file instead (removed first, and after):
+enqueue, bulk, drain and RSS; the Redis-only rows (commands, Redis CPU) stay empty. What
+each number means is in bench/README.md.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import redis
 
 import difo
+import difo.api
 from difo import unit
 from difo.backends.redis import keys
 
@@ -83,6 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     if n < 10:
         print("throughput: --n must be at least 10", file=sys.stderr)
         return 2
+    if options.url:
+        if not options.url.startswith("sqlite:///"):
+            print("throughput: --url takes a sqlite:/// URL (Redis runs privately)",
+                  file=sys.stderr)
+            return 2
+        results = Results(n=n, python=platform.python_version(), redis_version="-",
+                          hiredis=redis.utils.HIREDIS_AVAILABLE)
+        measure_sqlite(results, options.url)
+        print_table(results, options.url)
+        if options.json:
+            Path(options.json).write_text(json.dumps(asdict(results), indent=2) + "\n")
+        return 0
     binary = shutil.which("redis-server")
     if binary is None:
         print("throughput: redis-server is not installed (Debian: apt-get install "
@@ -115,7 +131,69 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "one-by-one enqueue and the LPUSH baseline use N/10")
     parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_N:,}")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--url", help="sqlite:///FILE: measure the embedded backend instead")
     return parser.parse_args(argv)
+
+
+def measure_sqlite(results: Results, url: str) -> None:
+    """The embedded backend: the same enqueue, bulk and drain, timed through difo.api."""
+    n = results.n
+    path = Path(url[len("sqlite:///"):]).expanduser()
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
+    difo.configure(url)
+    queue = difo.api.Queue(bench_units.QUEUE)
+    step("enqueue one by one")
+    for index in range(WARM_UP):
+        difo.perform(bench_units.noop, index)
+    queue.clear()
+    results.enqueue_one_units = n // 10
+    started = time.perf_counter()
+    for index in range(n // 10):
+        difo.perform(bench_units.noop, index)
+    results.enqueue_one_per_s = n // 10 / (time.perf_counter() - started)
+    queue.clear()
+    step("enqueue bulk")
+    queue.pause()  # held until the server is up and idle, as the Redis run renames it
+    started = time.perf_counter()
+    difo.perform_bulk(bench_units.noop, [[index] for index in range(n)])
+    results.enqueue_bulk_per_s = n / (time.perf_counter() - started)
+    assert queue.size == n
+    step("idle server")
+    with server(url) as process:
+        deadline = time.monotonic() + 30
+        while not len(difo.api.ProcessSet()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server did not register")
+            time.sleep(0.05)
+        time.sleep(STARTUP_SETTLE)
+        results.rss_idle_mib = rss_mib(process.pid)
+        [identity] = [entry.identity for entry in difo.api.ProcessSet()]
+        backend = queue.backend
+        step("drain")
+        cpu_before = process_cpu(process.pid)
+        queue.unpause()
+        released = time.perf_counter()
+        first_claim: float | None = None
+        while True:
+            waiting, running = queue.size, len(backend.in_flight(identity))
+            now = time.perf_counter()
+            if first_claim is None and (waiting < n or running):
+                first_claim = now
+            if first_claim is not None and waiting == 0 and running == 0:
+                break
+            if process.poll() is not None or now - released > DRAIN_LIMIT:
+                raise RuntimeError(f"the drain failed or took too long; {waiting} waiting")
+            time.sleep(POLL if first_claim is not None else FIRST_POLL)
+        results.server_cpu_us_per_unit = (process_cpu(process.pid) - cpu_before) / n * 1e6
+        results.drain_seconds = now - first_claim
+        results.drain_per_s = n / results.drain_seconds
+        results.wake_seconds = first_claim - released
+        time.sleep(SETTLE)
+        results.rss_after_mib = rss_mib(process.pid)
+    difo.client.default().close()
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
 
 
 def measure(results: Results, url: str, r: redis.Redis) -> None:
@@ -308,6 +386,8 @@ def server(url: str) -> Iterator[subprocess.Popen[bytes]]:
     environment = dict(os.environ)
     environment.pop("DIFO_URL", None)  # it would win over REDIS_URL
     environment["REDIS_URL"] = url
+    if url.startswith("sqlite:"):
+        environment["DIFO_URL"] = url
     environment["PYTHONPATH"] = os.pathsep.join(
         path for path in (str(BENCH), environment.get("PYTHONPATH")) if path
     )
@@ -370,8 +450,22 @@ def step(name: str) -> None:
 # -- output ---------------------------------------------------------------------------------------
 
 
-def print_table(res: Results) -> None:
+def print_table(res: Results, sqlite_url: str = "") -> None:
     n, tenth = res.n, res.n // 10
+    if sqlite_url:
+        print(f"difo throughput on {sqlite_url}: N = {n:,}; Python {res.python}, "
+              f"{os.cpu_count()} CPUs")
+        for name, value in (
+            ("enqueue one by one", f"{res.enqueue_one_per_s:,.0f} units/s ({tenth:,} units)"),
+            ("enqueue bulk", f"{res.enqueue_bulk_per_s:,.0f} units/s"),
+            ("drain, one server", f"{res.drain_per_s:,.0f} units/s ({res.workers} workers, "
+             f"{res.drain_seconds:.2f} s)"),
+            ("first claim after unpause", f"{res.wake_seconds * 1000:.1f} ms"),
+            ("server CPU per unit", f"{res.server_cpu_us_per_unit:,.1f} us"),
+            ("server RSS idle / after", f"{res.rss_idle_mib:.1f} / {res.rss_after_mib:.1f} MiB"),
+        ):
+            print(f"  {name:<26}  {value}")
+        return
     rows = [
         ("redis-py LPUSH loop (baseline)", f"{res.baseline_lpush_per_s:,.0f}", "pushes/s",
          f"{res.baseline_pushes:,} pushes, one round trip each"),
